@@ -27,8 +27,8 @@ test-jax: venv
 	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/model
 
 # Re-resolve requirements.lock after changing dependencies in pyproject.toml.
-lock:
-	uv pip compile pyproject.toml --extra test --python-version 3.11 \
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 \
 	    --python-platform x86_64-manylinux_2_28 --quiet -o requirements.lock
 
 clean:
