@@ -32,6 +32,7 @@ def softmax_scale(cfg: ModelConfig) -> float:
 class MultiHeadLatentAttention(keras.layers.Layer):
     def __init__(self, cfg: ModelConfig, **kwargs):
         super().__init__(**kwargs)
+        self._convert_input_args = False  # keep the float32 RoPE cos/sin out of autocasting
         self.cfg = cfg
         self.scale = softmax_scale(cfg)
         init = keras.initializers.RandomNormal(stddev=cfg.initializer_range)

@@ -13,6 +13,7 @@ from model.rmsnorm import RMSNorm
 class DecoderLayer(keras.layers.Layer):
     def __init__(self, cfg: ModelConfig, layer_index: int, expert_matmul_impl: str | None = None, **kwargs):
         super().__init__(**kwargs)
+        self._convert_input_args = False  # keep the float32 RoPE cos/sin out of autocasting
         self.cfg, self.layer_index = cfg, layer_index
         policy = self.dtype_policy
         self.input_layernorm = RMSNorm(cfg.rms_norm_eps, name="input_layernorm", dtype=policy)

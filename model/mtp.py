@@ -19,6 +19,7 @@ from model.rmsnorm import RMSNorm
 class MTPModule(keras.layers.Layer):
     def __init__(self, cfg: ModelConfig, depth: int, expert_matmul_impl: str | None = None, **kwargs):
         super().__init__(**kwargs)
+        self._convert_input_args = False  # keep the float32 RoPE cos/sin out of autocasting
         policy = self.dtype_policy
         self.enorm = RMSNorm(cfg.rms_norm_eps, name="enorm", dtype=policy)
         self.hnorm = RMSNorm(cfg.rms_norm_eps, name="hnorm", dtype=policy)
