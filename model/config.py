@@ -21,6 +21,7 @@ _HF_IGNORED_KEYS = frozenset({
     "moe_layer_freq", "pretraining_tp", "attention_dropout", "aux_loss_alpha", "seq_aux",
     "output_router_logits", "router_aux_loss_coef", "rope_interleave", "head_dim",
     "num_key_value_heads", "_name_or_path", "mlp_bias", "id2label", "label2id",
+    "qk_head_dim",  # derived (nope + rope); transformers 5 writes it into config.json
 })
 
 # Keys that change the math: accepted only with the value DeepSeek-V3 uses.

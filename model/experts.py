@@ -34,6 +34,13 @@ def _block_size(num_rows, num_experts: int) -> int:
     return size
 
 
+def expert_counts(flat_indices, num_experts: int):
+    """Rows per expert [E] int32. A scatter-add rather than bincount, which XLA on TF
+    cannot compile."""
+    ones = ops.ones_like(flat_indices, dtype="int32")
+    return ops.scatter(ops.cast(flat_indices, "int32")[:, None], ones, (num_experts,))
+
+
 def _dispatch(expert_indices, num_experts: int):
     """Sort the flattened (token, slot) assignments by expert.
 
@@ -43,7 +50,7 @@ def _dispatch(expert_indices, num_experts: int):
     flat = ops.reshape(expert_indices, (-1,))
     order = ops.argsort(flat)
     sorted_experts = ops.take(flat, order)
-    counts = ops.bincount(flat, minlength=num_experts)
+    counts = expert_counts(flat, num_experts)
     inverse = ops.argsort(order)
     return order, sorted_experts, counts, inverse
 
@@ -63,10 +70,12 @@ def _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down
     slot = ops.take(padded_ends - padded_counts, sorted_experts) + rank
     num_blocks = num_rows // block + num_experts  # static bound on sum(ceil(count / block))
     num_slots = num_blocks * block
-    # source token of each slot, 0 for padding (row 0 of x_ext is zeros)
+    # source token + 1 of each slot, 0 for padding slots (which read zeros; gathering from
+    # a zero-padded copy of x instead crashed the XLA CPU compiler in the backward pass)
     slot_source = ops.scatter(slot[:, None], token_of_row + 1, (num_slots,))
-    x_ext = ops.concatenate([ops.zeros_like(x[:1]), x], axis=0)
-    x_blocks = ops.reshape(ops.take(x_ext, slot_source, axis=0), (num_blocks, block, -1))
+    slot_rows = ops.take(x, ops.maximum(slot_source - 1, 0), axis=0)
+    slot_rows = slot_rows * ops.cast(slot_source > 0, x.dtype)[:, None]
+    x_blocks = ops.reshape(slot_rows, (num_blocks, block, -1))
     block_start = ops.arange(num_blocks, dtype="int32") * block
     block_expert = ops.minimum(
         ops.sum(ops.cast(padded_ends[None, :] <= block_start[:, None], "int32"), axis=1), num_experts - 1)

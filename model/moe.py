@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from model.config import ModelConfig
-from model.experts import RoutedExperts
+from model.experts import RoutedExperts, expert_counts
 from model.mlp import SwiGLUMLP
 from model.router import Router
 
@@ -55,6 +55,6 @@ class DeepSeekMoE(keras.layers.Layer):
         y = self.experts(flat, indices, weights)
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat)
-        load = ops.cast(ops.bincount(ops.reshape(indices, (-1,)), minlength=self.cfg.n_routed_experts), "float32")
+        load = ops.cast(expert_counts(ops.reshape(indices, (-1,)), self.cfg.n_routed_experts), "float32")
         aux = {"load": load, "balance": sequence_balance_term(scores, indices, batch, self.cfg)}
         return ops.reshape(y, ops.shape(x)), aux

@@ -29,7 +29,10 @@ class Router(keras.layers.Layer):
             initializer=keras.initializers.RandomNormal(stddev=cfg.initializer_range))
         self.e_score_correction_bias = self.add_weight(
             name="e_score_correction_bias", shape=(cfg.n_routed_experts,),
-            initializer="zeros", trainable=False)
+            initializer="zeros", trainable=False,
+            # every replica applies the same update (loads are summed over replicas first),
+            # so under tf.distribute the first replica's value stands for all
+            aggregation="only_first_replica")
 
     def call(self, x):
         """x [tokens, hidden] -> (expert indices [tokens, k] int32, weights [tokens, k]

@@ -1,0 +1,53 @@
+"""Trainer settings, shared by every training stage's config section. Defaults are the
+DeepSeek-V3 paper's (§4.2) where it gives one; the presets in configs/ scale them."""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    steps: int = 100                    # optimizer steps
+    seq_len: int = 256                  # tokens per training sequence
+    global_batch_size: int = 8          # sequences per optimizer step, over all replicas
+    micro_batches: int = 1              # gradient accumulation: the global batch in this many passes
+    batch_ramp_steps: int = 0           # optional ramp of the batch size (V3: 3072 -> 15360)
+    batch_ramp_start: int = 0           # sequences per step at step 0 when ramping
+    # optimizer: AdamW, warmup -> constant -> cosine
+    learning_rate: float = 2.2e-4
+    warmup_steps: int = 2000
+    constant_steps: int = 0             # after warmup, before the cosine decay starts
+    decay_steps: int = 0                # cosine from learning_rate to final_learning_rate
+    final_learning_rate: float = 2.2e-5
+    adam_beta_1: float = 0.9
+    adam_beta_2: float = 0.95
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.1
+    clip_norm: float = 1.0              # global gradient norm, over all replicas
+    # objective
+    mtp_lambda: float = 0.3             # 0.3 for the first 10T tokens, then 0.1
+    balance_alpha: float = 1e-4         # sequence-wise balance loss weight
+    bias_update_gamma: float = 1e-3     # 0 turns auxiliary-loss-free balancing off
+    mask_documents: bool = True         # packed documents do not attend to each other
+    # execution
+    strategy: str = "default"           # default | mirrored | multi_worker (TF_CONFIG)
+    jit_compile: bool = False           # XLA for the per-replica forward/backward
+    mixed_precision: bool = False       # bf16 compute, float32 master weights
+    remat: bool = False                 # recompute each block's activations in backward
+    seed: int = 0
+    # bookkeeping
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+    def __post_init__(self):
+        for name in ("steps", "seq_len", "global_batch_size", "micro_batches", "checkpoint_every",
+                     "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.global_batch_size % self.micro_batches:
+            raise ValueError(f"global_batch_size ({self.global_batch_size}) is not divisible by "
+                             f"micro_batches ({self.micro_batches})")
+        if self.strategy not in ("default", "mirrored", "multi_worker"):
+            raise ValueError(f"strategy must be default, mirrored or multi_worker, got {self.strategy!r}")
+        if self.batch_ramp_steps and not 0 < self.batch_ramp_start <= self.global_batch_size:
+            raise ValueError("batch_ramp_start must be in (0, global_batch_size] when batch_ramp_steps > 0")

@@ -1,0 +1,177 @@
+"""The training loop: one optimizer step = m micro-batches per replica, read from a
+distributed iterator inside one tf.function and run with strategy.run.
+
+Per step, on every replica:
+1. read m micro-batches; count valid targets; all-reduce the counts so each micro-batch's
+   loss is divided by the GLOBAL count (summed parts = the global mean, exactly);
+2. forward + backward per micro-batch (optionally XLA-compiled), gradients accumulated;
+3. all-reduce gradients and expert loads (sums); clip by the global norm of the summed
+   gradient; AdamW update; router biases += gamma * sign(mean load - load), the same
+   update on every replica since the loads were summed over all of them.
+
+Keras' optimizer all-reduces (sums) gradients itself and clips before that reduction, so
+the loop clips the already-reduced gradient and hands the optimizer gradient / replicas.
+"""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model.balancing import max_violation
+from model.config import ModelConfig
+from model.losses import causal_lm_loss, target_counts
+from model.transformer import DeepSeekV3CausalLM
+from stages.trainer.config import TrainingConfig
+from stages.trainer.distribution import is_chief, make_strategy
+from stages.trainer.input import training_dataset
+from stages.trainer.schedule import WarmupConstantCosine
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class Trainer:
+    def __init__(self, model_config: ModelConfig, cfg: TrainingConfig, output_dir: str,
+                 strategy: tf.distribute.Strategy | None = None, log_metrics=None):
+        self.model_config, self.cfg, self.output_dir = model_config, cfg, output_dir
+        self.strategy = strategy or make_strategy(cfg.strategy)
+        self.replicas = self.strategy.num_replicas_in_sync
+        per_step = cfg.global_batch_size // cfg.micro_batches
+        if per_step % self.replicas:
+            raise ValueError(f"global_batch_size / micro_batches ({per_step}) is not divisible by the "
+                             f"{self.replicas} replicas")
+        self.micro_batch_per_replica = per_step // self.replicas
+        self.log_metrics = log_metrics
+        self.chief = is_chief(self.strategy)
+        os.makedirs(output_dir, exist_ok=True)
+        keras.utils.set_random_seed(cfg.seed)
+        with self.strategy.scope():
+            dtype = "mixed_bfloat16" if cfg.mixed_precision else "float32"
+            self.model = DeepSeekV3CausalLM(model_config, dtype=dtype)
+            self.optimizer = keras.optimizers.AdamW(
+                learning_rate=WarmupConstantCosine.from_training_config(cfg), beta_1=cfg.adam_beta_1,
+                beta_2=cfg.adam_beta_2, epsilon=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+            # no decay on norm weights (1-D), as Megatron and most LLM trainers do
+            self.optimizer.exclude_from_weight_decay(
+                var_list=[v for v in self.model.trainable_variables if len(v.shape) == 1])
+            self.optimizer.build(self.model.trainable_variables)
+        self._forward_backward = tf.function(self._forward_backward_impl, jit_compile=cfg.jit_compile,
+                                             reduce_retracing=True)
+        self._steps = {}
+
+    # ------------------------------------------------------------------ data
+    def dataset(self, shard_dir: str, eos_id: int):
+        cfg = self.cfg
+
+        def per_pipeline(context):
+            return training_dataset(shard_dir, cfg.seq_len, self.micro_batch_per_replica, cfg.seed, eos_id,
+                                    cfg.mask_documents, context)
+        return self.strategy.distribute_datasets_from_function(per_pipeline)
+
+    def micro_batches_at(self, step: int) -> int:
+        """Micro-batches in step `step`: all of them, or fewer while the batch size ramps."""
+        cfg = self.cfg
+        if not cfg.batch_ramp_steps or step >= cfg.batch_ramp_steps:
+            return cfg.micro_batches
+        batch = cfg.batch_ramp_start + (cfg.global_batch_size - cfg.batch_ramp_start) * step / cfg.batch_ramp_steps
+        return int(min(cfg.micro_batches, max(1, np.ceil(batch / (cfg.global_batch_size // cfg.micro_batches)))))
+
+    # ------------------------------------------------------------------ one step
+    def _forward_backward_impl(self, batch, counts, balance_weight):
+        cfg, model = self.cfg, self.model
+        with tf.GradientTape() as tape:
+            out = model(batch["token_ids"], segment_ids=batch["segment_ids"] if cfg.mask_documents else None,
+                        position_ids=batch["position_ids"], return_aux=True)
+            parts = causal_lm_loss(out, batch["token_ids"], cfg.mtp_lambda, cfg.balance_alpha,
+                                   loss_mask=batch["loss_mask"], segment_ids=batch["segment_ids"],
+                                   target_counts=counts, balance_weight=balance_weight)
+        # dense gradients (the embedding's arrive as IndexedSlices) so micro-batches add up
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(parts["loss"], model.trainable_variables)]
+        return grads, parts, out["expert_loads"]
+
+    def _replica_step(self, micro_batches):
+        cfg, model = self.cfg, self.model
+        context = tf.distribute.get_replica_context()
+        depth = self.model_config.num_nextn_predict_layers
+        counts = tf.add_n([target_counts(b["token_ids"], depth, b["loss_mask"], b["segment_ids"])
+                           for b in micro_batches])
+        counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
+        balance_weight = 1.0 / (len(micro_batches) * self.replicas)
+        grads, totals, loads = self._forward_backward(micro_batches[0], counts, balance_weight)
+        for batch in micro_batches[1:]:
+            more_grads, more_totals, more_loads = self._forward_backward(batch, counts, balance_weight)
+            grads = [a + b for a, b in zip(grads, more_grads)]
+            totals = {k: totals[k] + more_totals[k] for k in totals}
+            loads = loads + more_loads
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        loads = context.all_reduce(tf.distribute.ReduceOp.SUM, loads)
+        totals = context.all_reduce(tf.distribute.ReduceOp.SUM, totals)
+        grads, grad_norm = tf.clip_by_global_norm(grads, cfg.clip_norm)
+        self.optimizer.apply([g / self.replicas for g in grads], model.trainable_variables)
+        if cfg.bias_update_gamma:
+            model.update_router_biases(loads, cfg.bias_update_gamma)
+        return {**totals, "grad_norm": grad_norm, "expert_loads": loads}
+
+    def _step_fn(self, micro: int):
+        if micro not in self._steps:
+            @tf.function
+            def step(iterator):
+                batches = [next(iterator) for _ in range(micro)]
+                result = self.strategy.run(self._replica_step, args=(batches,))
+                # every replica holds the same all-reduced values: take the first
+                return self.strategy.experimental_local_results(result)[0]
+            self._steps[micro] = step
+        return self._steps[micro]
+
+    # ------------------------------------------------------------------ the run
+    def fit(self, shard_dir: str, eos_id: int, init_weights: str | None = None) -> dict:
+        """Train to cfg.steps, resuming from the newest checkpoint in output_dir if any.
+        init_weights: a checkpoint prefix (an upstream stage's) to start a fresh run from.
+        Returns the last logged metrics."""
+        cfg = self.cfg
+        iterator = iter(self.dataset(shard_dir, eos_id))
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, iterator=iterator)
+        directory = os.path.join(self.output_dir, "checkpoints")
+        if not self.chief:  # other workers write where nobody reads (the TF multi-worker pattern)
+            directory = os.path.join(self.output_dir, f"checkpoints-worker-{self.strategy.cluster_resolver.task_id}")
+        manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=cfg.keep_checkpoints)
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).assert_consumed()
+            print(f"resumed from {manager.latest_checkpoint} at step {int(self.optimizer.iterations)}", flush=True)
+        elif init_weights:
+            tf.train.Checkpoint(model=self.model).read(init_weights).expect_partial()
+            print(f"initialised from {init_weights}", flush=True)
+        step = int(self.optimizer.iterations)
+        last, window_start, window_tokens = {}, time.perf_counter(), 0
+        while step < cfg.steps:
+            micro = self.micro_batches_at(step)
+            result = self._step_fn(micro)(iterator)
+            step += 1
+            window_tokens += micro * self.micro_batch_per_replica * self.replicas * cfg.seq_len
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                elapsed = time.perf_counter() - window_start
+                last = self._log(step, result, window_tokens / elapsed)
+                window_start, window_tokens = time.perf_counter(), 0
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                manager.save(checkpoint_number=step)
+        return last
+
+    def _log(self, step: int, result: dict, tokens_per_second: float) -> dict:
+        loads = result["expert_loads"].numpy()
+        metrics = {k: float(result[k]) for k in ("loss", "lm_loss", "mtp_loss", "balance_loss", "grad_norm")}
+        metrics["learning_rate"] = float(self.optimizer.learning_rate)
+        metrics["tokens_per_second"] = tokens_per_second
+        for index, vio in enumerate(max_violation(loads).numpy()):
+            metrics[f"max_violation/moe_{index}"] = float(vio)
+        metrics["max_violation/mean"] = float(max_violation(loads).numpy().mean())
+        if self.chief:
+            print(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                                                if "/moe_" not in k), flush=True)
+            with open(os.path.join(self.output_dir, METRICS_FILE), "a") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
+            if self.log_metrics:
+                self.log_metrics(metrics, step)
+        return metrics
