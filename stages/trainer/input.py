@@ -42,8 +42,10 @@ def to_features(token_ids, shard_segments, eos_id: int, mask_documents: bool):
 
 
 def training_dataset(shard_dir: str, seq_len: int, batch_size: int, seed: int, eos_id: int,
-                     mask_documents: bool = True, input_context: tf.distribute.InputContext | None = None):
-    """An endless dataset of batches [batch_size, seq_len] for one input pipeline."""
+                     mask_documents: bool = True, input_context: tf.distribute.InputContext | None = None,
+                     skip_batches: int = 0):
+    """An endless dataset of batches [batch_size, seq_len] for one input pipeline, its
+    order fixed by the seed; skip_batches resumes it where a run left off."""
     index = shards.read_index(shard_dir)
     shard_len = index["seq_len"]
     if seq_len % shard_len:
@@ -63,4 +65,5 @@ def training_dataset(shard_dir: str, seq_len: int, batch_size: int, seed: int, e
             .batch(batch_size, drop_remainder=True)
             .map(lambda r: to_features(r["token_ids"], r["segment_ids"], eos_id, mask_documents),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .skip(skip_batches)
             .prefetch(tf.data.AUTOTUNE))

@@ -33,6 +33,19 @@ from stages.trainer.schedule import WarmupConstantCosine
 METRICS_FILE = "metrics.jsonl"
 
 
+def model_variables(model) -> tf.Module:
+    """Every model variable by its path inside the model, for tf.train.Checkpoint.
+
+    Checkpointing the Keras model object itself would silently skip the layers held in
+    Python lists (decoder_layers, mtp_layers): Keras tracks them, TensorFlow's object
+    graph does not."""
+    holder = tf.Module()
+    holder.variables_by_path = {v.path.split("/", 1)[1]: v for v in model.variables}
+    if len(holder.variables_by_path) != len(model.variables):
+        raise ValueError("model variable paths are not unique")
+    return holder
+
+
 class Trainer:
     def __init__(self, model_config: ModelConfig, cfg: TrainingConfig, output_dir: str,
                  strategy: tf.distribute.Strategy | None = None, log_metrics=None):
@@ -62,13 +75,24 @@ class Trainer:
                                              reduce_retracing=True)
         self._steps = {}
 
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
     # ------------------------------------------------------------------ data
-    def dataset(self, shard_dir: str, eos_id: int):
+    def dataset(self, shard_dir: str, eos_id: int, start_step: int = 0):
+        """The distributed input, positioned after the micro-batches of steps [0, start_step).
+
+        The data position is derived from the step rather than saved: the pipeline's order
+        is a function of the seed, so skipping what earlier steps consumed puts a resumed
+        run on exactly the batches an uninterrupted one would see, under any strategy.
+        """
         cfg = self.cfg
+        consumed = sum(self.micro_batches_at(step) for step in range(start_step))
 
         def per_pipeline(context):
             return training_dataset(shard_dir, cfg.seq_len, self.micro_batch_per_replica, cfg.seed, eos_id,
-                                    cfg.mask_documents, context)
+                                    cfg.mask_documents, context, skip_batches=consumed)
         return self.strategy.distribute_datasets_from_function(per_pipeline)
 
     def micro_batches_at(self, step: int) -> int:
@@ -132,19 +156,19 @@ class Trainer:
         init_weights: a checkpoint prefix (an upstream stage's) to start a fresh run from.
         Returns the last logged metrics."""
         cfg = self.cfg
-        iterator = iter(self.dataset(shard_dir, eos_id))
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, iterator=iterator)
+        checkpoint = tf.train.Checkpoint(model=model_variables(self.model), optimizer=self.optimizer)
         directory = os.path.join(self.output_dir, "checkpoints")
         if not self.chief:  # other workers write where nobody reads (the TF multi-worker pattern)
             directory = os.path.join(self.output_dir, f"checkpoints-worker-{self.strategy.cluster_resolver.task_id}")
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=cfg.keep_checkpoints)
         if manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).assert_consumed()
-            print(f"resumed from {manager.latest_checkpoint} at step {int(self.optimizer.iterations)}", flush=True)
+            print(f"resumed from {manager.latest_checkpoint} at step {self.step}", flush=True)
         elif init_weights:
-            tf.train.Checkpoint(model=self.model).read(init_weights).expect_partial()
+            tf.train.Checkpoint(model=model_variables(self.model)).read(init_weights).expect_partial()
             print(f"initialised from {init_weights}", flush=True)
-        step = int(self.optimizer.iterations)
+        step = self.step
+        iterator = iter(self.dataset(shard_dir, eos_id, start_step=step))
         last, window_start, window_tokens = {}, time.perf_counter(), 0
         while step < cfg.steps:
             micro = self.micro_batches_at(step)

@@ -1,0 +1,34 @@
+"""Runs the trainer in its own process (for tests that kill it, or that need TF
+configured before start-up): python run_trainer.py SPEC.json
+
+SPEC: {"model": ModelConfig fields, "training": TrainingConfig fields, "shards": dir,
+"output": dir, "logical_cpus": n (optional), "weights_out": path.npz (optional)}"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(spec_path: str) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    with open(spec_path) as f:
+        spec = json.load(f)
+    if spec.get("logical_cpus"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"])
+    from model.config import ModelConfig
+    from stages.trainer.config import TrainingConfig
+    from stages.trainer.loop import Trainer
+
+    trainer = Trainer(ModelConfig(**spec["model"]), TrainingConfig(**spec["training"]), spec["output"])
+    trainer.fit(spec["shards"], eos_id=1)
+    if spec.get("weights_out") and trainer.chief:
+        np.savez(spec["weights_out"], **{v.path.split("/", 1)[1]: v.numpy() for v in trainer.model.variables})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,124 @@
+"""The trainer: learning, exact gradient accumulation, kill-and-resume, data parallelism,
+and auxiliary-loss-free balancing, on a learnable synthetic corpus."""
+
+import dataclasses
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model.config import ModelConfig
+from stages.trainer.config import TrainingConfig
+from stages.trainer.loop import Trainer
+from tests.stages.trainer.conftest import MODEL, read_metrics, run_trainer_process
+
+TRAINING = dict(steps=30, seq_len=32, global_batch_size=8, micro_batches=1, learning_rate=1e-2,
+                warmup_steps=3, log_every=1, checkpoint_every=10, seed=3)
+
+
+def train(tmp_path, shard_dir, name, model=None, **changes):
+    cfg = TrainingConfig(**{**TRAINING, **changes})
+    trainer = Trainer(ModelConfig(**{**MODEL, **(model or {})}), cfg, os.path.join(tmp_path, name))
+    trainer.fit(shard_dir, eos_id=1)
+    return trainer, read_metrics(os.path.join(tmp_path, name))
+
+
+def weights(trainer):
+    """name (without the model's instance-numbered prefix) -> value"""
+    return {v.path.split("/", 1)[1]: v.numpy() for v in trainer.model.variables}
+
+
+def test_loss_and_mtp_loss_fall(tmp_path, shard_dir):
+    _, metrics = train(tmp_path, shard_dir, "run")
+    first, last = metrics[1], metrics[30]
+    print(f"lm {first['lm_loss']:.3f} -> {last['lm_loss']:.3f}, mtp {first['mtp_loss']:.3f} -> {last['mtp_loss']:.3f}")
+    assert last["lm_loss"] < 0.6 * first["lm_loss"]
+    assert last["mtp_loss"] < 0.7 * first["mtp_loss"]
+    assert metrics[2]["learning_rate"] < metrics[5]["learning_rate"] == pytest.approx(1e-2)  # warmup
+    assert all(m["grad_norm"] > 0 for m in metrics.values())
+
+
+def test_gradient_accumulation_equals_one_large_batch(tmp_path, shard_dir):
+    one, _ = train(tmp_path, shard_dir, "one", steps=2, micro_batches=1)
+    four, _ = train(tmp_path, shard_dir, "four", steps=2, micro_batches=4)
+    a, b = weights(one), weights(four)
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=2e-5, atol=1e-6, err_msg=name)
+
+
+def test_xla_step_matches_the_plain_step(tmp_path, shard_dir):
+    plain, _ = train(tmp_path, shard_dir, "plain", steps=2)
+    xla, _ = train(tmp_path, shard_dir, "xla", steps=2, jit_compile=True)
+    a, b = weights(plain), weights(xla)
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_bias_updates_lower_max_violation(tmp_path, shard_dir):
+    _, balanced = train(tmp_path, shard_dir, "on", steps=25, bias_update_gamma=0.01)
+    _, free = train(tmp_path, shard_dir, "off", steps=25, bias_update_gamma=0.0)
+    on = np.mean([balanced[s]["max_violation/mean"] for s in range(16, 26)])
+    off = np.mean([free[s]["max_violation/mean"] for s in range(16, 26)])
+    print(f"MaxVio over steps 16-25: {on:.3f} with bias updates, {off:.3f} without")
+    assert on < 0.75 * off
+
+
+def test_checkpoints_hold_every_variable_and_keep_the_last_n(tmp_path, shard_dir):
+    trainer, _ = train(tmp_path, shard_dir, "ckpt", steps=12, checkpoint_every=3, keep_checkpoints=2)
+    state = tf.train.get_checkpoint_state(os.path.join(tmp_path, "ckpt", "checkpoints"))
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["ckpt-9", "ckpt-12"]
+    saved = tf.train.load_checkpoint(state.model_checkpoint_path)
+    names = [n for n in saved.get_variable_to_shape_map() if n.startswith("model/")]
+    assert len(names) == len(trainer.model.variables)  # decoder blocks, MTP and router biases too
+    bias = next(n for n in names if n.endswith("e_score_correction_bias/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert np.abs(saved.get_tensor(bias)).max() > 0
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="micro_batches"):
+        TrainingConfig(global_batch_size=6, micro_batches=4)
+    with pytest.raises(ValueError, match="strategy"):
+        TrainingConfig(strategy="tpu")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_losses(tmp_path, shard_dir):
+    """SIGKILL a training process after its step-8 checkpoint; the resumed process must
+    log the same losses as an uninterrupted run at every later step."""
+    training = {**TRAINING, "steps": 16, "checkpoint_every": 4}
+    spec = {"model": MODEL, "training": training, "shards": shard_dir}
+    run_trainer_process({**spec, "output": str(tmp_path / "straight")}, tmp_path, "straight")
+    killed_dir = str(tmp_path / "killed")
+    process = run_trainer_process({**spec, "output": killed_dir}, tmp_path, "killed", wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        path = os.path.join(killed_dir, "metrics.jsonl")
+        if os.path.exists(path) and max(read_metrics(killed_dir)) >= 10:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    logged_before_kill = max(read_metrics(killed_dir))
+    assert logged_before_kill < 16, "the run finished before it could be killed"
+    run_trainer_process({**spec, "output": killed_dir}, tmp_path, "resumed")
+    straight, resumed = read_metrics(str(tmp_path / "straight")), read_metrics(killed_dir)
+    for step in range(9, 17):
+        for key in ("loss", "lm_loss", "mtp_loss", "grad_norm"):
+            assert resumed[step][key] == pytest.approx(straight[step][key], rel=1e-6), (step, key)
+
+
+@pytest.mark.slow
+def test_two_replicas_match_one(tmp_path, shard_dir):
+    """MirroredStrategy over 2 logical CPUs, global batch 8, equals one device with batch 8."""
+    spec = {"model": MODEL, "shards": shard_dir, "logical_cpus": 2}
+    base = {**TRAINING, "steps": 3}
+    run_trainer_process({**spec, "training": base, "output": str(tmp_path / "one"),
+                         "weights_out": str(tmp_path / "one.npz")}, tmp_path, "one")
+    run_trainer_process({**spec, "training": {**base, "strategy": "mirrored"}, "output": str(tmp_path / "two"),
+                         "weights_out": str(tmp_path / "two.npz")}, tmp_path, "two")
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    for name in one.files:
+        np.testing.assert_allclose(two[name], one[name], rtol=2e-5, atol=1e-6, err_msg=name)
