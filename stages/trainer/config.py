@@ -30,6 +30,7 @@ class TrainingConfig:
     mask_documents: bool = True         # packed documents do not attend to each other
     # execution
     strategy: str = "default"           # default | mirrored | multi_worker (TF_CONFIG)
+    input_sharding: str = "batches"     # how workers split the data: batches (exact) | files (at scale)
     jit_compile: bool = False           # XLA for the per-replica forward/backward
     mixed_precision: bool = False       # bf16 compute, float32 master weights
     remat: bool = False                 # recompute each block's activations in backward

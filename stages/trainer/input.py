@@ -43,9 +43,17 @@ def to_features(token_ids, shard_segments, eos_id: int, mask_documents: bool):
 
 def training_dataset(shard_dir: str, seq_len: int, batch_size: int, seed: int, eos_id: int,
                      mask_documents: bool = True, input_context: tf.distribute.InputContext | None = None,
-                     skip_batches: int = 0):
+                     skip_batches: int = 0, sharding: str = "batches"):
     """An endless dataset of batches [batch_size, seq_len] for one input pipeline, its
-    order fixed by the seed; skip_batches resumes it where a run left off."""
+    order fixed by the seed; skip_batches resumes it where a run left off.
+
+    With several input pipelines (workers), sharding "batches" has every worker read the
+    whole stream and keep every n-th batch: the global batch is then exactly the one a
+    single process would see (small scale, tests). "files" splits the records between
+    workers so each reads 1/n of the data: the only choice at scale.
+    """
+    if sharding not in ("batches", "files"):
+        raise ValueError(f"input sharding must be 'batches' or 'files', got {sharding!r}")
     index = shards.read_index(shard_dir)
     shard_len = index["seq_len"]
     if seq_len % shard_len:
@@ -53,16 +61,20 @@ def training_dataset(shard_dir: str, seq_len: int, batch_size: int, seed: int, e
     files = [os.path.join(shard_dir, s["path"]) for s in index["shards"] if s["rows"]]
     if not files:
         raise ValueError(f"{shard_dir}: no packed rows to train on")
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
     records = tf.data.TFRecordDataset(files)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if pipelines > 1 and sharding == "files":
+        records = records.shard(pipelines, input_context.input_pipeline_id)
     rows = records.map(shards.parse_fn(shard_len), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     join = seq_len // shard_len
     rows = rows.batch(join, drop_remainder=True).map(
         lambda r: {k: tf.reshape(v, [seq_len]) for k, v in r.items()})
-    return (rows.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
-            .repeat()
-            .batch(batch_size, drop_remainder=True)
+    batches = (rows.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+               .repeat()
+               .batch(batch_size, drop_remainder=True))
+    if pipelines > 1 and sharding == "batches":
+        batches = batches.shard(pipelines, input_context.input_pipeline_id)
+    return (batches
             .map(lambda r: to_features(r["token_ids"], r["segment_ids"], eos_id, mask_documents),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .skip(skip_batches)

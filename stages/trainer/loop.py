@@ -92,7 +92,8 @@ class Trainer:
 
         def per_pipeline(context):
             return training_dataset(shard_dir, cfg.seq_len, self.micro_batch_per_replica, cfg.seed, eos_id,
-                                    cfg.mask_documents, context, skip_batches=consumed)
+                                    cfg.mask_documents, context, skip_batches=consumed,
+                                    sharding=cfg.input_sharding)
         return self.strategy.distribute_datasets_from_function(per_pipeline)
 
     def micro_batches_at(self, step: int) -> int:

@@ -2,7 +2,7 @@
 configured before start-up): python run_trainer.py SPEC.json
 
 SPEC: {"model": ModelConfig fields, "training": TrainingConfig fields, "shards": dir,
-"output": dir, "logical_cpus": n (optional), "weights_out": path.npz (optional)}"""
+"output": dir, "logical_cpus": n (optional), "weights_out": path.npz, may hold {task} (optional)}"""
 
 import json
 import os
@@ -26,8 +26,10 @@ def main(spec_path: str) -> None:
 
     trainer = Trainer(ModelConfig(**spec["model"]), TrainingConfig(**spec["training"]), spec["output"])
     trainer.fit(spec["shards"], eos_id=1)
-    if spec.get("weights_out") and trainer.chief:
-        np.savez(spec["weights_out"], **{v.path.split("/", 1)[1]: v.numpy() for v in trainer.model.variables})
+    if spec.get("weights_out"):  # "{task}" in the path: one file per worker
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
+        np.savez(spec["weights_out"].format(task=task),
+                 **{v.path.split("/", 1)[1]: v.numpy() for v in trainer.model.variables})
 
 
 if __name__ == "__main__":

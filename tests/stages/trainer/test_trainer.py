@@ -1,9 +1,10 @@
 """The trainer: learning, exact gradient accumulation, kill-and-resume, data parallelism,
 and auxiliary-loss-free balancing, on a learnable synthetic corpus."""
 
-import dataclasses
+import json
 import os
 import signal
+import socket
 import time
 
 import numpy as np
@@ -122,3 +123,36 @@ def test_two_replicas_match_one(tmp_path, shard_dir):
     one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
     for name in one.files:
         np.testing.assert_allclose(two[name], one[name], rtol=2e-5, atol=1e-6, err_msg=name)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_match_one_process(tmp_path, shard_dir):
+    """MultiWorkerMirroredStrategy over 2 processes on localhost (TF_CONFIG) equals one
+    process on the same global batch, and both workers hold the same router biases."""
+    base = {**TRAINING, "steps": 3}
+    run_trainer_process({"model": MODEL, "shards": shard_dir, "training": base, "output": str(tmp_path / "one"),
+                         "weights_out": str(tmp_path / "one.npz")}, tmp_path, "one")
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    spec = {"model": MODEL, "shards": shard_dir, "training": {**base, "strategy": "multi_worker"},
+            "output": str(tmp_path / "multi"), "weights_out": str(tmp_path / "worker-{task}.npz")}
+    workers = [run_trainer_process(spec, tmp_path, f"worker{index}", wait=False, env={
+        "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
+        for index in range(2)]
+    for worker in workers:
+        output, _ = worker.communicate(timeout=600)
+        assert worker.returncode == 0, output
+    one = np.load(tmp_path / "one.npz")
+    first, second = np.load(tmp_path / "worker-0.npz"), np.load(tmp_path / "worker-1.npz")
+    for name in one.files:
+        np.testing.assert_allclose(first[name], one[name], rtol=2e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(second[name], first[name], err_msg=name)
