@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	# PyTorch (test-only, the parity reference): a CPU build by pip, see pyproject's `parity` extra
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	touch $(STAMP)
 
 # The whole suite on the TensorFlow backend, then the model tests on the JAX backend.
