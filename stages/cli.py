@@ -4,9 +4,9 @@ its subcommands here through a `register(subparsers)` function."""
 import argparse
 import sys
 
-from stages import model_commands
+from stages import convert_commands, model_commands, runtime_commands
 
-COMMAND_GROUPS = [model_commands]
+COMMAND_GROUPS = [model_commands, convert_commands, runtime_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,206 @@
+"""dedup: exact dedup by content hash, then MinHash-LSH near-dedup with connected
+components computed inside Beam.
+
+    python -m beam_jobs.dedup --input 'DIR/kept-*.parquet' --output DIR \\
+        [--threshold 0.8] [--num-perm 120] [--bands 20] [--rows 6] [--ngram 5] [--cc-rounds 6]
+
+Steps (each a transform below):
+  1. signatures and content hashes in one pass over the text (datasketch MinHash over
+     word n-gram shingles); exact: group ids by content hash, the smallest id survives,
+     the rest are removed ("exact_duplicate").
+  2-3. bands of the survivors: group (id, signature) by (band, rows' hash values); every
+     pair in a bucket is a candidate.
+  4. verify: a candidate pair is an edge if its estimated Jaccard >= threshold; each
+     bucket's verified edges are reduced to a star per local component (same
+     connectivity, n-1 edges).
+  5. clusters: connected components of the verified pairs (large-star/small-star rounds).
+  6. survivor: per cluster the smallest id is kept; the others are removed
+     ("near_duplicate") with cluster_id and kept_id. Exact duplicates point at the final
+     survivor of their copy's cluster. Only ids, hashes and signatures are shuffled
+     before this step; the decisions are joined back onto the documents once.
+Outputs DIR/kept-*.parquet, DIR/removed-*.parquet and DIR/job-manifest.json."""
+
+import argparse
+import logging
+import sys
+import typing
+
+import apache_beam as beam
+import numpy as np
+
+from beam_jobs import accounting, options, parquet_io
+from beam_jobs.components import ConnectedComponents, check_converged
+from beam_jobs.documents import REMOVED_SCHEMA, content_hash, removed
+from beam_jobs.minhash import (DEFAULT_BANDS, DEFAULT_NGRAM, DEFAULT_NUM_PERM, DEFAULT_ROWS,
+                               DEFAULT_THRESHOLD, Signer, band_keys, check_banding)
+
+
+def _exact_groups(keyed):
+    """(content hash, ids) -> the smallest id (the survivor), and tagged
+    (survivor id, copy id) for every other copy."""
+    _, ids = keyed
+    ids = sorted(ids)
+    yield ids[0]
+    for copy in ids[1:]:
+        accounting.counter("exact_copies").inc()
+        yield beam.pvalue.TaggedOutput("copies", (ids[0], copy))
+
+
+class Sign(beam.DoFn):
+    """doc -> (content hash, id) for exact dedup, and tagged (id, signature)."""
+
+    def __init__(self, num_perm, ngram):
+        self.num_perm, self.ngram = num_perm, ngram
+
+    def setup(self):
+        self.signer = Signer(self.num_perm)
+
+    def process(self, doc):
+        yield (content_hash(doc["text"]), doc["id"])
+        yield beam.pvalue.TaggedOutput("signatures", (doc["id"], self.signer.signature(doc["text"], self.ngram)))
+
+
+def _survivor_bands(keyed, bands, rows):
+    """Band keys of exact-dedup survivors only: (band key, (id, signature))."""
+    doc_id, grouped = keyed
+    if grouped["survivor"]:
+        for signature in grouped["sig"]:
+            for key in band_keys(signature, bands, rows):
+                yield (key, (doc_id, signature))
+
+
+class VerifyBucket(beam.DoFn):
+    """One LSH bucket -> verified edges. Every candidate pair in the bucket is compared by
+    estimated Jaccard; the verified pairs are reduced to a star per local component
+    (member -> smallest member), which keeps the bucket's connectivity with n-1 edges
+    instead of up to n(n-1)/2. The global components are computed afterwards."""
+
+    def __init__(self, threshold):
+        self.threshold = threshold
+
+    def process(self, keyed):
+        _, members = keyed
+        members = sorted(dict(members).items())
+        n = len(members)
+        if n < 2:
+            return
+        ids = [m[0] for m in members]
+        signatures = np.stack([m[1] for m in members])
+        parent = list(range(n))
+
+        def find(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+        # Counted per bucket: a pair sharing several bands is compared (and counted) in each.
+        # A huge bucket costs n^2/2 comparisons of num_perm values, all on one worker.
+        accounting.counter("candidate_pairs").inc(n * (n - 1) // 2)
+        for i in range(n - 1):
+            # estimated Jaccard = fraction of equal hash values (as minhash.estimated_jaccard)
+            similar = np.count_nonzero(signatures[i + 1:] == signatures[i], axis=1) / signatures.shape[1] >= self.threshold
+            for j in np.flatnonzero(similar) + i + 1:
+                accounting.counter("verified_pairs").inc()
+                a, b = find(i), find(int(j))
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+        for i in range(n):
+            root = find(i)
+            if root != i:
+                yield (ids[i], ids[root])
+
+
+def _near_decisions(node_root):
+    node, root = node_root
+    if node != root:
+        yield (node, ("near_duplicate", f"cluster of {root}", root))
+
+
+def _exact_decisions(keyed):
+    """Exact copies point at their survivor's final cluster root."""
+    survivor, grouped = keyed
+    root = next(iter(grouped["root"]), survivor)
+    for copy in grouped["copies"]:
+        yield (copy, ("exact_duplicate", f"same content as {survivor}", root))
+
+
+def _apply(keyed):
+    """(id, {doc: [doc], decision: [...]}) -> kept doc, or tagged removed record."""
+    _, grouped = keyed
+    decision = next(iter(grouped["decision"]), None)
+    for doc in grouped["doc"]:
+        if decision is None:
+            yield doc
+        else:
+            reason, detail, root = decision
+            yield beam.pvalue.TaggedOutput("removed", removed(doc, reason, detail, cluster_id=root, kept_id=root))
+
+
+def build(pipeline, input_glob, output, threshold=DEFAULT_THRESHOLD, num_perm=DEFAULT_NUM_PERM,
+          bands=DEFAULT_BANDS, rows=DEFAULT_ROWS, ngram=DEFAULT_NGRAM, cc_rounds=6):
+    """Only ids, hashes and signatures are shuffled until the last step, which joins
+    the decisions back onto the documents (the one shuffle of document text)."""
+    check_banding(num_perm, bands, rows)
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"--threshold must be in (0, 1], got {threshold}")
+    docs = (parquet_io.read(pipeline, input_glob)
+            | "Count in" >> beam.ParDo(accounting.CountAs("in")))
+    signed = (docs | "Sign" >> beam.ParDo(Sign(num_perm, ngram))
+              .with_output_types(typing.Any).with_outputs("signatures", main="hashes"))
+
+    # 1. exact duplicates: group ids by content hash
+    exact = (signed.hashes
+             | "Group by content" >> beam.GroupByKey()
+             | "Exact survivor" >> beam.FlatMap(_exact_groups).with_output_types(typing.Any)
+             .with_outputs("copies", main="survivors"))
+
+    # 2-4. LSH bands of the survivors -> buckets -> verified edges
+    edges = ({"sig": signed.signatures, "survivor": exact.survivors | "Mark survivor" >> beam.Map(lambda i: (i, True))}
+             | "Join survivors" >> beam.CoGroupByKey()
+             | "Bands" >> beam.FlatMap(_survivor_bands, bands, rows)
+             | "Group bands" >> beam.GroupByKey()
+             | "Verify buckets" >> beam.ParDo(VerifyBucket(threshold)))
+
+    # 5. clusters
+    roots = edges | "Clusters" >> ConnectedComponents(cc_rounds)
+
+    # 6. decisions (id -> reason, detail, kept id), joined back onto the documents
+    near = roots | "Near decisions" >> beam.FlatMap(_near_decisions)
+    exact_removed = ({"copies": exact.copies, "root": roots}
+                     | "Join copies" >> beam.CoGroupByKey()
+                     | "Exact decisions" >> beam.FlatMap(_exact_decisions))
+    decisions = (near, exact_removed) | "All decisions" >> beam.Flatten()
+    applied = ({"doc": docs | "Key doc" >> beam.Map(lambda d: (d["id"], d)), "decision": decisions}
+               | "Join decisions" >> beam.CoGroupByKey()
+               | "Apply" >> beam.FlatMap(_apply).with_output_types(typing.Any).with_outputs("removed", main="kept"))
+
+    parquet_io.write(applied.kept | "Count kept" >> beam.ParDo(accounting.CountAs("kept")), output, "kept")
+    parquet_io.write(applied.removed | "Count removed" >> beam.ParDo(accounting.CountByReason("removed")),
+                     output, "removed", REMOVED_SCHEMA)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m beam_jobs.dedup", description=__doc__.splitlines()[0])
+    p.add_argument("--input", required=True, help="glob of document Parquet files")
+    p.add_argument("--output", required=True)
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="Jaccard similarity of duplicates")
+    p.add_argument("--num-perm", type=int, default=DEFAULT_NUM_PERM)
+    p.add_argument("--bands", type=int, default=DEFAULT_BANDS)
+    p.add_argument("--rows", type=int, default=DEFAULT_ROWS)
+    p.add_argument("--ngram", type=int, default=DEFAULT_NGRAM, help="words per shingle")
+    p.add_argument("--cc-rounds", type=int, default=6, help="large-star/small-star rounds (checked for convergence)")
+    return p
+
+
+def run(argv=None) -> dict:
+    args, beam_options = options.parse(parser(), argv)
+    pipeline = beam.Pipeline(options=beam_options)
+    build(pipeline, args.input, args.output, args.threshold, args.num_perm, args.bands, args.rows,
+          args.ngram, args.cc_rounds)
+    return accounting.run_and_account(pipeline, args.output, "dedup", vars(args), check=check_converged)
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.WARNING)
+    manifest = run(sys.argv[1:])
+    print({k: manifest[k] for k in ("documents_in", "documents_kept", "removed_by_reason")})

@@ -1,0 +1,68 @@
+"""MLflow access for the runtime: the tracking store (sqlite:///mlflow.db in the working
+directory unless MLFLOW_TRACKING_URI says otherwise) and the lineage tags."""
+
+import os
+import warnings
+
+TAG_STAGE = "seekforge.stage"
+TAG_PIPELINE_RUN = "seekforge.pipeline_run"
+TAG_CACHE_KEY = "seekforge.cache_key"
+TAG_UPSTREAM = "seekforge.upstream"        # comma-separated MLflow run ids
+TAG_PROCESS = "seekforge.process"          # host:pid of the process executing the run
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def mlflow():
+    import logging
+    import mlflow as _mlflow
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+    return _mlflow
+
+
+def log_input(ml, name: str, uri: str, digest: str, context: str) -> None:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways" for local paths
+        source = resolve_dataset_source(uri)
+    ml.log_input(MetaDataset(source=source, name=name, digest=digest[:32]), context=context)
+
+
+def numeric_metrics(result: dict, prefix: str = "") -> dict[str, float]:
+    """Numbers of a (nested) result dict as flat metric names: removed_by_reason.min_words."""
+    out = {}
+    for k, v in result.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            out[name] = float(v)
+        elif isinstance(v, dict):
+            out.update(numeric_metrics(v, f"{name}."))
+    return out
+
+
+def process_tag() -> str:
+    import socket
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def close_abandoned_runs(ml, experiment_id: str, stage: str) -> list[str]:
+    """Runs of `stage` still RUNNING whose process on this host is gone (killed) are
+    marked KILLED, so the tracking UI does not show them as in progress forever."""
+    import socket
+
+    from stages.artifacts import process_alive
+    host = socket.gethostname()
+    client = ml.MlflowClient()
+    closed = []
+    for run in client.search_runs([experiment_id], f"tags.`{TAG_STAGE}` = '{stage}' and attributes.status = 'RUNNING'"):
+        where = run.data.tags.get(TAG_PROCESS, "")
+        run_host, _, pid = where.rpartition(":")
+        if run_host == host and pid.isdigit() and not process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+

@@ -1,0 +1,60 @@
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from beam_jobs import ingest
+from beam_jobs.documents import DOCUMENT_SCHEMA
+
+from beam_test_helpers import IN_MEMORY, read_rows
+
+
+def test_bad_inputs_are_quarantined_with_reasons_and_good_documents_kept(tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "good.txt").write_text("Caf\u0065\u0301 is decomposed here.\n")     # NFD -> NFC
+    (src / "sub" / "code.py").write_text("def f():\n    return 1\n")
+    (src / "empty.txt").write_bytes(b"")
+    (src / "blank.txt").write_text("   \n\n")
+    (src / "latin1.txt").write_bytes("na\u00efve".encode("latin-1"))
+    (src / "docs.jsonl").write_text('{"text": "one"}\n{broken\n\n{"body": "no text field"}\n{"text": "two"}\n')
+    table = pa.table({"text": ["from parquet", ""], "source": ["pq", "pq"]})
+    pq.write_table(table, src / "rows.parquet")
+    out = tmp_path / "out"
+
+    manifest = ingest.run(["--input", str(src), "--output", str(out), "--source", "test"] + IN_MEMORY)
+
+    kept = read_rows(out)
+    quarantine = read_rows(out, "quarantine")
+    texts = sorted(d["text"] for d in kept)
+    assert texts == sorted(["Caf\u00e9 is decomposed here.\n", "def f():\n    return 1\n", "one", "two", "from parquet"])
+    reasons = sorted(q["reason"] for q in quarantine)
+    assert reasons == ["bad_json", "empty", "empty", "empty", "missing_field", "undecodable"]
+    bad_json = next(q for q in quarantine if q["reason"] == "bad_json")
+    assert bad_json["origin"].endswith("docs.jsonl:2") and "line 2" in bad_json["detail"]
+    assert next(q for q in quarantine if q["reason"] == "undecodable")["origin"].endswith("latin1.txt")
+    # conservation, and the manifest agrees with the files
+    assert manifest["documents_in"] == manifest["documents_kept"] + manifest["documents_quarantined"] == 11
+    assert manifest["documents_kept"] == len(kept) and manifest["documents_quarantined"] == len(quarantine)
+    assert manifest["quarantined_by_reason"] == {"bad_json": 1, "empty": 3, "missing_field": 1, "undecodable": 1}
+    assert json.loads(next(d for d in kept if d["text"].startswith("def"))["meta"])["origin"].endswith("code.py")
+    assert next(d for d in kept if d["text"].startswith("def"))["kind"] == "code"
+    assert pq.read_schema(next(out.glob("kept-*.parquet"))).equals(DOCUMENT_SCHEMA)
+    assert pq.ParquetFile(next(out.glob("kept-*.parquet"))).metadata.row_group(0).column(1).compression == "ZSTD"
+
+
+def test_ids_are_stable_across_runs(tmp_path):
+    src = tmp_path / "a.txt"
+    src.write_text("stable text")
+    ids = []
+    for run in ("one", "two"):
+        ingest.run(["--input", str(src), "--output", str(tmp_path / run)] + IN_MEMORY)
+        ids.append([d["id"] for d in read_rows(tmp_path / run)])
+    assert ids[0] == ids[1] and len(ids[0]) == 1
+
+
+def test_a_pattern_matching_nothing_is_an_error_naming_it(tmp_path):
+    import pytest
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        ingest.run(["--input", str(tmp_path / "nothing-here*"), "--output", str(tmp_path / "o")] + IN_MEMORY)
