@@ -16,9 +16,6 @@ from model.config import ModelConfig
 from model.rmsnorm import RMSNorm
 from model.rope import apply_rope, yarn_mscale
 
-_MASKED = -1e30  # float32 fill for masked scores; softmax runs in float32
-
-
 def softmax_scale(cfg: ModelConfig) -> float:
     """qk_head_dim ** -0.5, times mscale(factor, mscale_all_dim) ** 2 under YaRN (as
     transformers' DeepseekV3Attention; 192**-0.5 * 1.3689**2 = 0.1352 for V3)."""
@@ -84,14 +81,15 @@ class MultiHeadLatentAttention(keras.layers.Layer):
         c_kv, k_pe = kv[..., :cfg.kv_lora_rank], kv[..., cfg.kv_lora_rank:]
         return self.kv_a_layernorm(c_kv), apply_rope(k_pe, cos, sin)
 
-    def _attend(self, scores, mask):
-        """scores [b, h, s, t] (already scaled), mask [b or 1, s, t] -> float32 probabilities."""
-        scores = ops.where(mask[:, None, :, :], ops.cast(scores, "float32"), _MASKED)
-        return ops.softmax(scores, axis=-1)
+    def _attend(self, scores, mask_bias):
+        """scores [b, h, s, t] (already scaled), mask_bias [b or 1, s, t] (model.masks)
+        -> float32 probabilities."""
+        return ops.softmax(ops.cast(scores, "float32") + mask_bias[:, None, :, :], axis=-1)
 
     # ------------------------------------------------------------------ naive path
     def call(self, x, cos, sin, mask):
-        """Training path. x [b, s, hidden]; cos/sin [b, s, p/2]; mask [b or 1, s, s]."""
+        """Training path. x [b, s, hidden]; cos/sin [b, s, p/2]; mask [b or 1, s, s], the
+        additive bias of model.masks."""
         cfg = self.cfg
         q_nope, q_pe = self._queries(x, cos, sin)
         c_kv, k_pe = self.latent(x, cos, sin)
@@ -110,7 +108,7 @@ class MultiHeadLatentAttention(keras.layers.Layer):
         """Decoding path over a compressed cache.
 
         cache: (c_kv [b, T, r], k_pe [b, T, p]) with T slots; x's s tokens are written at
-        slots [start, start + s) and attend through mask [b, s, T].
+        slots [start, start + s) and attend through mask [b, s, T] (additive bias).
         Returns (output [b, s, hidden], updated cache).
         """
         cfg = self.cfg

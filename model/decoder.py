@@ -37,10 +37,10 @@ class DecoderLayer(keras.layers.Layer):
         if self.is_moe:
             out, aux = out
             return h + out, aux
-        return h + out, None
+        return h + out, {}  # a dense block has no routing statistics
 
     def call(self, h, cos, sin, mask):
-        """Training path -> (h, MoE aux or None)."""
+        """Training path -> (h, MoE aux: {"load", "balance"}, empty for a dense block)."""
         h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask)
         return self._feed_forward(h)
 

@@ -1,4 +1,6 @@
-"""Boolean attention masks, True where a query may attend to a key."""
+"""Attention masks: boolean (True where a query may attend to a key), and the additive
+float32 bias the attention layers take (0 where allowed, a large negative elsewhere; a
+float input also lets a rematerialised block differentiate through its arguments)."""
 
 from keras import ops
 
@@ -18,3 +20,11 @@ def cache_mask(query_slots, key_valid):
     slots t <= q (key_valid [batch, cache_len] is False for left padding)."""
     slots = ops.arange(ops.shape(key_valid)[1])
     return ops.logical_and(slots[None, None, :] <= query_slots[:, :, None], key_valid[:, None, :])
+
+
+MASKED = -1e30
+
+
+def mask_bias(mask):
+    """Boolean mask -> additive float32 bias of the same shape."""
+    return ops.where(mask, 0.0, MASKED)

@@ -14,7 +14,7 @@ from keras import ops
 from model.balancing import bias_update
 from model.config import ModelConfig
 from model.decoder import DecoderLayer
-from model.masks import cache_mask, causal_mask
+from model.masks import cache_mask, causal_mask, mask_bias
 from model.mtp import MTPModule
 from model.rmsnorm import RMSNorm
 from model.rope import rope_attention_factor, rope_cos_sin, rope_inverse_frequencies
@@ -82,12 +82,12 @@ class DeepSeekV3CausalLM(keras.Model):
         if position_ids is None:
             position_ids = ops.arange(seq_len)[None, :]
         cos, sin = self._rope(position_ids)
-        mask = causal_mask(seq_len, segment_ids)
+        mask = mask_bias(causal_mask(seq_len, segment_ids))
         h = self.embed_tokens(token_ids)
         aux = []
         for layer in self.decoder_layers:
             h, layer_aux = layer(h, cos, sin, mask)
-            if layer_aux is not None:
+            if layer_aux:
                 aux.append(layer_aux)
         logits = self.head(self.norm(h))
         if not return_aux:
@@ -132,7 +132,7 @@ class DeepSeekV3CausalLM(keras.Model):
         seq_len = ops.shape(token_ids)[1]
         cos, sin = self._rope(position_ids)
         query_slots = ops.broadcast_to(start + ops.arange(seq_len)[None, :], ops.shape(token_ids))
-        mask = cache_mask(query_slots, key_valid)
+        mask = mask_bias(cache_mask(query_slots, key_valid))
         h = self.embed_tokens(token_ids)
         new_cache = []
         for layer, layer_cache in zip(self.decoder_layers, cache):

@@ -13,6 +13,7 @@ Keras' optimizer all-reduces (sums) gradients itself and clips before that reduc
 the loop clips the already-reduced gradient and hands the optimizer gradient / replicas.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -46,6 +47,15 @@ def model_variables(model) -> tf.Module:
     return holder
 
 
+def _remat_scope(model_config: ModelConfig, enabled: bool):
+    """Per-block activation recomputation: each decoder block (and MTP block) keeps only
+    its input for the backward pass and recomputes the rest."""
+    if not enabled:
+        return contextlib.nullcontext()
+    blocks = [f"layers_{i}" for i in range(model_config.num_hidden_layers)] + ["block"]
+    return keras.RematScope(mode="list_of_layers", layer_names=blocks)
+
+
 class Trainer:
     def __init__(self, model_config: ModelConfig, cfg: TrainingConfig, output_dir: str,
                  strategy: tf.distribute.Strategy | None = None, log_metrics=None):
@@ -61,7 +71,7 @@ class Trainer:
         self.chief = is_chief(self.strategy)
         os.makedirs(output_dir, exist_ok=True)
         keras.utils.set_random_seed(cfg.seed)
-        with self.strategy.scope():
+        with self.strategy.scope(), _remat_scope(model_config, cfg.remat):
             dtype = "mixed_bfloat16" if cfg.mixed_precision else "float32"
             self.model = DeepSeekV3CausalLM(model_config, dtype=dtype)
             self.optimizer = keras.optimizers.AdamW(

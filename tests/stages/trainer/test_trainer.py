@@ -58,6 +58,14 @@ def test_xla_step_matches_the_plain_step(tmp_path, shard_dir):
         np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def test_rematerialised_blocks_give_the_same_step(tmp_path, shard_dir):
+    plain, _ = train(tmp_path, shard_dir, "plain", steps=2)
+    remat, _ = train(tmp_path, shard_dir, "remat", steps=2, remat=True)
+    a, b = weights(plain), weights(remat)
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=2e-5, atol=1e-6, err_msg=name)
+
+
 def test_bias_updates_lower_max_violation(tmp_path, shard_dir):
     _, balanced = train(tmp_path, shard_dir, "on", steps=25, bias_update_gamma=0.01)
     _, free = train(tmp_path, shard_dir, "off", steps=25, bias_update_gamma=0.0)
