@@ -2,6 +2,7 @@
 
     {artifacts}/{pipeline}/{stage}/{cache_key}/      a published output (manifest.json inside)
     {artifacts}/{pipeline}/{stage}/.tmp-{key}-{pid}/ a stage being written (never read)
+    {artifacts}/{pipeline}/{stage}/.work-{key}/      state kept across attempts (checkpoints)
     {artifacts}/{pipeline}/{stage}/LATEST.json       the last published output of the stage
 
 A stage writes into its temporary directory; only a complete output is renamed into place,
@@ -96,6 +97,13 @@ def remove_stale_temporaries(root: str) -> list[str]:
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
                 removed.append(name)
     return removed
+
+
+def work_dir(root: str, key: str) -> str:
+    """{root}/.work-{key}/: state a stage keeps between attempts at the same key."""
+    path = os.path.join(root, f".work-{key}")
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def temporary_dir(root: str, key: str) -> str:

@@ -2,7 +2,10 @@
 its subcommands here through a `register(subparsers)` function."""
 
 import argparse
+import os
 import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
 from stages import convert_commands, model_commands, runtime_commands
 

@@ -17,6 +17,9 @@ STAGE_MODULES = [
     "stages.mix",
     "stages.tokenizer",
     "stages.tokenize",
+    "stages.pretrain",
+    "stages.extend",
+    "stages.evaluate",
 ]
 
 

@@ -31,6 +31,10 @@ class StageContext:
     output_dir: str
     beam_args: list[str]
     pipeline_run: str
+    cache_key: str = ""
+    # a directory kept across failed or killed attempts with the same cache key (training
+    # checkpoints live here, so a rerun resumes); removed once the output is published
+    work_dir: str = ""
 
     def log(self, message: str) -> None:
         print(f"[{self.stage}] {message}", file=sys.stderr, flush=True)
@@ -114,7 +118,9 @@ def run_stage(name: str, config: Config, force: bool = False, pipeline_run: str 
             tracking.log_input(ml, f"{input_name}:{output.key}", output.uri, output.digest, input_name)
         for input_name, (uri, digest) in external.items():
             tracking.log_input(ml, input_name, uri, digest, input_name)
-        ctx = StageContext(name, section, config, inputs, temporary, list(config.pipeline.beam_args), pipeline_run)
+        work_dir = artifacts.work_dir(root, key)
+        ctx = StageContext(name, section, config, inputs, temporary, list(config.pipeline.beam_args), pipeline_run,
+                           key, work_dir)
         result = stage.fn(ctx) or {}
         digest = artifacts.directory_digest(temporary)
         manifest = {
@@ -138,6 +144,7 @@ def run_stage(name: str, config: Config, force: bool = False, pipeline_run: str 
         ml.end_run(status="FAILED")
         raise
     ml.end_run(status="FINISHED")
+    shutil.rmtree(work_dir, ignore_errors=True)
     output = Output.load(final)
     artifacts.set_latest(root, output)
     print(f"[{name}] published {final} in {manifest['wall_seconds']:.1f}s (MLflow run {run.info.run_id})",

@@ -26,5 +26,6 @@ def humaneval(complete, samples: int = 1, ks=(1,), limit: int | None = None, tim
         results = [check_correctness(problem, truncate(c), timeout) for c in completions]
         passed.append(sum(r["passed"] for r in results))
     correct, total = np.array(passed), np.full(len(passed), samples)
-    scores = {f"pass@{k}": float(estimate_pass_at_k(total, correct, k).mean()) for k in ks if k <= samples}
+    # "pass_at_k": MLflow metric names may not contain "@"
+    scores = {f"pass_at_{k}": float(estimate_pass_at_k(total, correct, k).mean()) for k in ks if k <= samples}
     return {**scores, "problems": len(problems), "samples": samples}

@@ -87,6 +87,6 @@ def test_humaneval_scores_known_completions():
     def broken(prompt, n):
         return ["    return None\n"] * n
 
-    assert humaneval(canonical, samples=1, limit=6)["pass@1"] == 1.0
-    assert humaneval(broken, samples=1, limit=6)["pass@1"] == 0.0
+    assert humaneval(canonical, samples=1, limit=6)["pass_at_1"] == 1.0
+    assert humaneval(broken, samples=1, limit=6)["pass_at_1"] == 0.0
     assert truncate("    return 1\ndef other():\n    pass") == "    return 1"

@@ -1,0 +1,86 @@
+"""Stage `pretrain`: the trainer on the packed shards of `tokenize`, from random weights.
+
+Outputs (beside manifest.json):
+    model/config.json, model/model.weights.h5   the trained model (HF config + Keras weights)
+    checkpoint/                                  the final training checkpoint (downstream init)
+    metrics.jsonl                                the logged training metrics
+Checkpoints live in a work directory keyed by the stage's cache key, outside the
+temporary output, so a killed run resumes where it stopped when the stage is rerun.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+
+from stages import model_section  # noqa: F401  (registers the `model` config section)
+from stages.registry import stage
+from stages.trainer.config import TrainingConfig
+
+TRAINING_CODE = ("trainer/loop.py", "trainer/input.py", "trainer/schedule.py", "trainer/config.py",
+                 "trainer/distribution.py", "model_section.py")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig(TrainingConfig):
+    pass
+
+
+def code_files() -> tuple[str, ...]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    model_dir = os.path.join(os.path.dirname(here), "model")
+    model_files = [os.path.join(model_dir, f) for f in sorted(os.listdir(model_dir)) if f.endswith(".py")]
+    return (*[os.path.join(here, f) for f in TRAINING_CODE], *model_files)
+
+
+def tokenizer_special_ids(tokenizer_output) -> dict[str, int]:
+    from tokenizers import Tokenizer
+
+    path = tokenizer_output.path(tokenizer_output.manifest["results"]["tokenizer"])
+    tokenizer = Tokenizer.from_file(path)
+    return {"vocab_size": tokenizer.get_vocab_size(), "eos": tokenizer.token_to_id("<｜end▁of▁sentence｜>")}
+
+
+def train_stage(ctx, model_config, init_checkpoint: str | None = None) -> dict:
+    """Shared by pretrain and the context-extension stages."""
+    from stages import tracking
+    from stages.mlflow_model import log_and_register
+    from stages.trainer.loop import Trainer
+
+    special = tokenizer_special_ids(ctx.inputs["tokenizer"])
+    if special["vocab_size"] > model_config.vocab_size:
+        raise ValueError(f"the tokenizer has {special['vocab_size']} tokens, more than model.vocab_size "
+                         f"({model_config.vocab_size})")
+    if special["eos"] != model_config.eos_token_id:
+        raise ValueError(f"the tokenizer's EOS id {special['eos']} is not the model's eos_token_id "
+                         f"({model_config.eos_token_id})")
+    ml = tracking.mlflow()
+    trainer = Trainer(model_config, ctx.config, ctx.work_dir,
+                      log_metrics=lambda metrics, step: ml.log_metrics(metrics, step=step))
+    summary = trainer.fit(ctx.inputs["tokenize"].uri, special["eos"], init_weights=init_checkpoint)
+    export_model(trainer, model_config, ctx.output_dir)
+    shutil.copy(os.path.join(ctx.work_dir, "metrics.jsonl"), os.path.join(ctx.output_dir, "metrics.jsonl"))
+    tokenizer = ctx.inputs["tokenizer"]
+    model_uri = log_and_register(os.path.join(ctx.output_dir, "model"),
+                                 tokenizer.path(tokenizer.manifest["results"]["tokenizer"]),
+                                 f"{ctx.full_config.pipeline.name}-{ctx.stage}")
+    return {"model": "model", "checkpoint": "checkpoint/final", "steps": ctx.config.steps, "mlflow_model": model_uri,
+            "final": {k: v for k, v in summary.items() if "/moe_" not in k}}
+
+
+def export_model(trainer, model_config, output_dir: str) -> None:
+    import tensorflow as tf
+
+    from stages.trainer.loop import model_variables
+
+    model_dir = os.path.join(output_dir, "model")
+    os.makedirs(model_dir)
+    with open(os.path.join(model_dir, "config.json"), "w") as f:
+        json.dump(model_config.to_hf(), f, indent=2)
+    trainer.model.save_weights(os.path.join(model_dir, "model.weights.h5"))
+    tf.train.Checkpoint(model=model_variables(trainer.model)).write(os.path.join(output_dir, "checkpoint", "final"))
+
+
+@stage("pretrain", PretrainConfig, inputs=("tokenize", "tokenizer"), code_files=code_files())
+def run(ctx):
+    return train_stage(ctx, ctx.full_config["model"].build())

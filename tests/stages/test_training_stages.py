@@ -1,0 +1,85 @@
+"""The pretraining phase through the stage runtime, on a small slice of the tiny corpus:
+pretrain -> extend_32k -> extend_128k -> evaluate, with MLflow lineage, YaRN in the
+extended configs, and a report whose numbers come from the trained models."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from stages import artifacts, cli, tracking
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IN_MEMORY = ["--runner", "DirectRunner", "--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
+MODEL = {"hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32, "num_hidden_layers": 2,
+         "num_attention_heads": 2, "q_lora_rank": 32, "kv_lora_rank": 32, "qk_nope_head_dim": 16,
+         "qk_rope_head_dim": 8, "v_head_dim": 16, "n_routed_experts": 8, "num_experts_per_tok": 2,
+         "n_group": 4, "topk_group": 2, "vocab_size": 1024}
+
+
+def small_pipeline_config(tmp_path) -> str:
+    with open(os.path.join(REPO, "configs", "tiny.yaml")) as f:
+        config = yaml.safe_load(f)
+    config["pipeline"].update(artifacts=str(tmp_path / "artifacts"), beam_args=IN_MEMORY)
+    config["ingest"]["sources"] = [{"name": "stdlib", "kind": "code", "paths": ["{stdlib}/json/*.py",
+                                                                                "{stdlib}/email/*.py"]}]
+    config["mix"] = {"weights": {"code": 1.0}, "group_by": "kind", "seed": 0}
+    config["tokenizer"]["vocab_size"] = 1024
+    config["tokenize"] = {"seq_len": 64, "num_shards": 2}
+    config["model"] = {"preset": "tiny", "overrides": MODEL}
+    common = {"global_batch_size": 8, "warmup_steps": 2, "jit_compile": False, "log_every": 5,
+              "checkpoint_every": 10, "final_learning_rate": 1e-3}
+    config["pretrain"] = {**common, "steps": 40, "seq_len": 64, "learning_rate": 3e-3, "final_learning_rate": 3e-3}
+    yarn = {"rope_factor": 4, "original_max_position_embeddings": 64, "learning_rate": 1e-3}
+    config["extend_32k"] = {**common, **yarn, "steps": 10, "seq_len": 128, "global_batch_size": 4}
+    config["extend_128k"] = {**common, **yarn, "steps": 5, "seq_len": 256, "global_batch_size": 2}
+    config["evaluate"] = {"context_lengths": [64, 256], "stride": 32, "max_windows": 2, "passkey_trials": 1,
+                          "held_out": ["{stdlib}/logging/*.py"], "held_out_max_tokens": 2048,
+                          "humaneval_limit": 2, "humaneval_max_new_tokens": 8}
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_pretraining_phase_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    config = small_pipeline_config(tmp_path)
+    assert cli.main(["pipeline", "--config", config]) == 0
+
+    root = str(tmp_path / "artifacts")
+    out = {s: artifacts.latest(artifacts.stage_root(root, "tiny", s))
+           for s in ("tokenize", "tokenizer", "pretrain", "extend_32k", "extend_128k", "evaluate")}
+    # the pretrained model learned
+    with open(out["pretrain"].path("metrics.jsonl")) as f:
+        metrics = [json.loads(line) for line in f]
+    assert metrics[-1]["lm_loss"] < metrics[0]["lm_loss"] - 1.0
+    assert metrics[-1]["mtp_loss"] < metrics[0]["mtp_loss"] - 1.0
+    # the extension stages saved YaRN configs and started from their upstream checkpoints
+    for stage in ("extend_32k", "extend_128k"):
+        with open(out[stage].path("model/config.json")) as f:
+            hf = json.load(f)
+        assert hf["rope_scaling"]["type"] == "yarn" and hf["rope_scaling"]["factor"] == 4
+        assert hf["rope_scaling"]["original_max_position_embeddings"] == 64
+    with open(out["pretrain"].path("model/config.json")) as f:
+        assert json.load(f)["rope_scaling"] is None
+    # the report holds every model at every length, and the plot exists
+    with open(out["evaluate"].path("report.json")) as f:
+        report = json.load(f)
+    for stage in ("pretrain", "extend_32k", "extend_128k"):
+        assert set(report["models"][stage]["perplexity"]) == {"64", "256"}
+        assert all(v > 1 for v in report["models"][stage]["perplexity"].values())
+    assert 0 <= report["models"]["extend_128k"]["humaneval"]["pass_at_1"] <= 1
+    assert os.path.getsize(out["evaluate"].path("perplexity.png")) > 1000
+    # MLflow: lineage from evaluate back through the training stages to the data
+    client = tracking.mlflow().MlflowClient()
+    upstream = lambda o: client.get_run(o.run_id).data.tags[tracking.TAG_UPSTREAM].split(",")  # noqa: E731
+    assert upstream(out["pretrain"]) == [out["tokenize"].run_id, out["tokenizer"].run_id]
+    assert upstream(out["extend_32k"])[0] == out["pretrain"].run_id
+    assert upstream(out["evaluate"])[:3] == [out[s].run_id for s in ("pretrain", "extend_32k", "extend_128k")]
+    history = client.get_metric_history(out["pretrain"].run_id, "lm_loss")
+    assert [m.step for m in history] == list(range(5, 41, 5))
+    versions = client.search_model_versions("name='tiny-pretrain'")
+    assert [v.run_id for v in versions] == [out["pretrain"].run_id]
