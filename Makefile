@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-tf test-jax lock clean
+.PHONY: venv demo up down test test-tf test-jax bench lock clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,18 @@ $(STAMP): pyproject.toml requirements.lock
 	# PyTorch (test-only, the parity reference): a CPU build by pip, see pyproject's `parity` extra
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	touch $(STAMP)
+
+# The tiny preset through Airflow: every phase whose stages exist, with `airflow dags test`
+# (nothing is left running), then a summary of what ran and where to look.
+demo: venv
+	$(BIN)/python -m dags.demo
+
+# Airflow (api-server, scheduler, dag-processor) and the MLflow UI on 127.0.0.1; `make down` stops them.
+up: venv
+	$(BIN)/python -m dags.local_airflow up
+
+down:
+	$(BIN)/python -m dags.local_airflow down
 
 # The whole suite on the TensorFlow backend, then the model tests on the JAX backend.
 test: test-tf test-jax

@@ -100,10 +100,9 @@ def remove_stale_temporaries(root: str) -> list[str]:
 
 
 def work_dir(root: str, key: str) -> str:
-    """{root}/.work-{key}/: state a stage keeps between attempts at the same key."""
-    path = os.path.join(root, f".work-{key}")
-    os.makedirs(path, exist_ok=True)
-    return path
+    """{root}/.work-{key}/: state a stage keeps between attempts at the same key (the
+    stage creates it if it needs one)."""
+    return os.path.join(root, f".work-{key}")
 
 
 def temporary_dir(root: str, key: str) -> str:

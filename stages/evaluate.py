@@ -27,7 +27,7 @@ MODEL_STAGES = ("pretrain", "extend_32k", "extend_128k")
 class EvaluateConfig:
     context_lengths: list[int] = dataclasses.field(default_factory=lambda: [4096, 32768, 131072])
     stride: int = 256
-    max_windows: int = 4                 # per model and length (0: the whole held-out text)
+    max_windows: int = 4                 # scored chunks of `stride` tokens (0: the whole held-out text)
     held_out: list[str] = dataclasses.field(default_factory=lambda: [
         "{stdlib}/unittest/*.py", "{stdlib}/logging/*.py", "{stdlib}/xml/**/*.py"])
     held_out_max_tokens: int = 65536
@@ -41,6 +41,8 @@ class EvaluateConfig:
     def validate(self, key):
         if not self.context_lengths or min(self.context_lengths) < 2:
             raise ConfigError(f"{key}.context_lengths: need lengths >= 2, got {self.context_lengths}")
+        if not 0 < self.stride < min(self.context_lengths):
+            raise ConfigError(f"{key}.stride: must be below the shortest context length, got {self.stride}")
         if self.humaneval_samples > 1 and self.humaneval_temperature == 0:
             raise ConfigError(f"{key}.humaneval_temperature: sampling {self.humaneval_samples} completions "
                               "needs a temperature > 0")
@@ -126,7 +128,9 @@ def run(ctx):
         result = {"perplexity": {}, "passkey": {}}
         for length in cfg.context_lengths:
             ctx.log(f"{name}: perplexity and passkey at {length} tokens")
-            ppl = sliding_window_perplexity(model, tokens, length, cfg.stride, cfg.max_windows or None)
+            # the same tokens at every length: scoring starts after the longest context
+            ppl = sliding_window_perplexity(model, tokens, length, cfg.stride, max(cfg.context_lengths),
+                                            cfg.max_windows or None)
             result["perplexity"][str(length)] = ppl["perplexity"]
             generate = lambda prompt, n: model.generate([prompt], n, eos_token_id=-1)[0]  # noqa: E731
             result["passkey"][str(length)] = passkey_accuracy(generate, tokenizer, length, cfg.passkey_trials,

@@ -51,8 +51,12 @@ def stage(name: str, config_class: type, inputs: tuple[str, ...] = (), section: 
     return decorate
 
 
+# Config sections that belong to no stage (the DAGs read `orchestration`).
+SECTION_MODULES = ["stages.orchestration"]
+
+
 def load_stages() -> dict[str, Stage]:
-    for module in STAGE_MODULES:
+    for module in SECTION_MODULES + STAGE_MODULES:
         importlib.import_module(module)
     return STAGES
 

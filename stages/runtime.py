@@ -111,7 +111,8 @@ def run_stage(name: str, config: Config, force: bool = False, pipeline_run: str 
     start = time.time()
     run = ml.start_run(run_name=f"{name} {pipeline_run}", tags={
         tracking.TAG_STAGE: name, tracking.TAG_PIPELINE_RUN: pipeline_run, tracking.TAG_CACHE_KEY: key,
-        tracking.TAG_UPSTREAM: ",".join(upstream_runs), tracking.TAG_PROCESS: tracking.process_tag()})
+        tracking.TAG_UPSTREAM: ",".join(upstream_runs), tracking.TAG_PROCESS: tracking.process_tag(),
+        **tracking.airflow_tags()})
     try:
         ml.log_params({f"{stage.section}.{k}": v[:6000] for k, v in flatten(section).items()})
         for input_name, output in inputs.items():

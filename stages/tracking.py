@@ -10,6 +10,9 @@ TAG_CACHE_KEY = "seekforge.cache_key"
 TAG_UPSTREAM = "seekforge.upstream"        # comma-separated MLflow run ids
 TAG_PROCESS = "seekforge.process"          # host:pid of the process executing the run
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# Set by Airflow for each task (dags/stage_command passes them into containers too).
+AIRFLOW_TAGS = {"AIRFLOW_CTX_DAG_ID": "airflow.dag_id", "AIRFLOW_CTX_DAG_RUN_ID": "airflow.run_id",
+                "AIRFLOW_CTX_TASK_ID": "airflow.task_id", "AIRFLOW_CTX_TRY_NUMBER": "airflow.try_number"}
 
 
 def mlflow():
@@ -66,3 +69,15 @@ def close_abandoned_runs(ml, experiment_id: str, stage: str) -> list[str]:
             closed.append(run.info.run_id)
     return closed
 
+
+
+def airflow_tags() -> dict[str, str]:
+    """The Airflow DAG run and task executing this stage (none outside Airflow), and a
+    link to that task in the Airflow UI when the API's base URL is known."""
+    tags = {tag: os.environ[var] for var, tag in AIRFLOW_TAGS.items() if os.environ.get(var)}
+    base_url = os.environ.get("AIRFLOW__API__BASE_URL")
+    if base_url and len(tags) == len(AIRFLOW_TAGS):
+        from urllib.parse import quote
+        tags["airflow.url"] = (f"{base_url.rstrip('/')}/dags/{quote(tags['airflow.dag_id'])}"
+                               f"/runs/{quote(tags['airflow.run_id'], safe='')}/tasks/{quote(tags['airflow.task_id'])}")
+    return tags

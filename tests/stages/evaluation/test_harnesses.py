@@ -13,13 +13,23 @@ from stages.evaluation.passkey import FILLER, INTRO, passkey_accuracy, passkey_p
 from stages.evaluation.perplexity import sliding_window_perplexity, window_targets
 
 
-@pytest.mark.parametrize("n, length, stride", [(100, 32, 8), (100, 32, 32), (33, 32, 16), (10, 64, 16), (257, 64, 50)])
-def test_windows_score_every_token_once(n, length, stride):
+@pytest.mark.parametrize("n, length, stride, score_from", [(100, 32, 8, 1), (100, 32, 31, 40), (33, 32, 16, 1),
+                                                          (257, 64, 50, 64)])
+def test_windows_score_every_token_once_with_context(n, length, stride, score_from):
     scored = []
-    for begin, end, first in window_targets(n, length, stride):
+    for begin, end, first in window_targets(n, length, stride, score_from):
         assert end - begin <= length and begin < first <= end
+        assert first - begin >= min(length - stride, first)  # each scored token keeps its context
         scored.extend(range(first, end))
-    assert scored == list(range(1, n))
+    assert scored == list(range(max(score_from, 1), n))
+
+
+def test_every_context_length_scores_the_same_tokens():
+    scored = {length: [(first, end) for _, end, first in window_targets(5000, length, 128, 4096, 3)]
+              for length in (256, 1024, 4096)}
+    assert scored[256] == scored[1024] == scored[4096] == [(4096, 4224), (4224, 4352), (4352, 4480)]
+    with pytest.raises(ValueError, match="stride"):
+        window_targets(100, 32, 32, 1)
 
 
 class UniformModel:
@@ -46,6 +56,7 @@ def test_perplexity_of_known_models():
     assert sliding_window_perplexity(UniformModel(50), tokens, 32, 16)["perplexity"] == pytest.approx(50, rel=1e-5)
     result = sliding_window_perplexity(CopyModel(50), tokens, 32, 16)
     assert result["perplexity"] == pytest.approx(1 / 0.9, rel=1e-5) and result["tokens"] == 199
+    assert sliding_window_perplexity(CopyModel(50), tokens, 32, 16, score_from=64, max_windows=2)["tokens"] == 32
 
 
 @pytest.fixture(scope="module")

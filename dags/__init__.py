@@ -1,0 +1,1 @@
+"""Airflow DAGs for seekforge (one per phase) and the code that builds them."""

@@ -1,0 +1,103 @@
+"""The DAG files import cleanly, and each phase's tasks and dependencies follow the
+stage list in stages/registry.py."""
+
+import pytest
+
+from dags import dag_factory, phases
+from dags.stage_list import registered_stages
+
+ALL_STAGES = ["ingest", "dedup", "filter", "mix", "tokenizer", "tokenize", "pretrain", "extend_32k",
+              "extend_128k", "sft", "grpo", "distill", "evaluate", "export"]
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+    return DagBag(dag_folder=dag_factory.run_settings.REPO_ROOT + "/dags", include_examples=False)
+
+
+def chain_of(dag) -> list[str]:
+    """Task ids from the root along the single downstream chain; fails on any branching."""
+    roots = [t for t in dag.tasks if not t.upstream_task_ids]
+    assert len(roots) == 1, f"{dag.dag_id}: one root expected, got {[t.task_id for t in roots]}"
+    order, task = [], roots[0]
+    while True:
+        order.append(task.task_id)
+        assert len(task.downstream_task_ids) <= 1, f"{task.task_id} branches: {task.downstream_task_ids}"
+        if not task.downstream_task_ids:
+            return order
+        task = dag.get_task(next(iter(task.downstream_task_ids)))
+
+
+def test_dag_files_import_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    registered = registered_stages()
+    expected = {p.dag_id for p in phases.PHASES if phases.phase_stages(p.dag_id, registered)}
+    assert set(dagbag.dag_ids) == expected
+    assert "seekforge_data" in expected
+
+
+def test_tasks_follow_the_registered_stage_list(dagbag):
+    registered = registered_stages()
+    for dag_id in dagbag.dag_ids:
+        stages = [s for s in phases.BY_DAG_ID[dag_id].stages if s in registered]
+        assert chain_of(dagbag.dags[dag_id]) == stages
+        for task in dagbag.dags[dag_id].tasks:
+            assert task.stage == task.task_id
+
+
+def test_stage_list_read_from_source_equals_the_registry():
+    from stages import registry
+    assert registered_stages() == list(registry.load_stages())
+
+
+def test_data_phase_is_the_six_data_stages():
+    assert phases.phase_stages("seekforge_data") == ["ingest", "dedup", "filter", "mix", "tokenizer", "tokenize"]
+
+
+def test_each_phase_publishes_the_asset_that_schedules_the_next():
+    dags = {p.dag_id: dag_factory.build_phase_dag(p.dag_id, ALL_STAGES) for p in phases.PHASES}
+    assert chain_of(dags["seekforge_pretrain"]) == ["pretrain", "extend_32k", "extend_128k", "evaluate"]
+    assert chain_of(dags["seekforge_posttrain"]) == ["sft", "grpo", "distill", "evaluate", "export"]
+    from airflow.sdk.definitions.timetables.simple import NullTimetable
+    assert isinstance(dags["seekforge_data"].timetable, NullTimetable)   # triggered by hand (or the API)
+    for phase in phases.PHASES:
+        dag = dags[phase.dag_id]
+        last = dag.get_task(chain_of(dag)[-1])
+        assert [a.name for a in last.outlets] == [phase.asset_name]
+        assert all(not t.outlets for t in dag.tasks if t is not last)
+        if phase.after:
+            scheduled_by = [a.name for a in dag.timetable.asset_condition.objects]
+            assert scheduled_by == [phases.BY_DAG_ID[phase.after].asset_name]
+
+
+def test_posttrain_dag_is_not_created_until_a_posttrain_stage_is_registered():
+    data_and_pretrain = ALL_STAGES[:6] + ["pretrain", "extend_32k", "extend_128k", "evaluate"]
+    assert dag_factory.build_phase_dag("seekforge_posttrain", data_and_pretrain) is None
+    assert dag_factory.build_phase_dag("seekforge_pretrain", ALL_STAGES[:6]) is None
+    dag = dag_factory.build_phase_dag("seekforge_posttrain", data_and_pretrain + ["sft"])
+    assert chain_of(dag) == ["sft", "evaluate"]
+
+
+def test_retries_and_timeouts_come_from_the_orchestration_config():
+    from stages import orchestration
+    dag = dag_factory.build_phase_dag("seekforge_data", ALL_STAGES)
+    expected = orchestration.OrchestrationConfig().for_stage("dedup")
+    task = dag.get_task("dedup")
+    assert task.retries == expected.retries
+    assert task.execution_timeout.total_seconds() == expected.timeout_minutes * 60
+
+
+def test_params_validate_preset_overrides_and_mode():
+    import copy
+    dag = dag_factory.build_phase_dag("seekforge_data", ALL_STAGES)
+    good = copy.deepcopy(dag.params)
+    good.update({"preset": "small", "overrides": ["dedup.threshold=0.7"], "mode": "kubernetes"})
+    assert good.validate()["mode"] == "kubernetes"
+    assert copy.deepcopy(dag.params).validate() == {"preset": "tiny", "overrides": [], "mode": "local",
+                                                    "force": False, "pipeline_run": ""}
+    for bad in ({"preset": "huge"}, {"overrides": ["no equals sign"]}, {"mode": "ssh"}, {"force": "yes"}):
+        params = copy.deepcopy(dag.params)
+        with pytest.raises(Exception, match="Invalid input|not valid|is not one of|does not match|is not of type"):
+            params.update(bad)
+            params.validate()

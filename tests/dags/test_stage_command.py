@@ -1,0 +1,58 @@
+"""The command a task runs, when it forces, and the orchestration section's merging."""
+
+import pytest
+
+from dags import run_settings, stage_command
+from stages import orchestration
+from stages.config import ConfigError
+
+
+def test_stage_argv_is_seekforge_run_with_overrides_pipeline_run_and_force():
+    argv = stage_command.stage_argv("dedup", "/app/configs/tiny.yaml", ["dedup.threshold=0.7", "mix.seed=1"],
+                                    "manual__1", force=True)
+    assert argv == ["seekforge", "run", "dedup", "--config", "/app/configs/tiny.yaml", "--set", "dedup.threshold=0.7",
+                    "--set", "mix.seed=1", "--pipeline-run", "manual__1", "--force"]
+    assert "--force" not in stage_command.stage_argv("dedup", "c.yaml", [], "r", force=False)
+
+
+def test_a_retried_or_cleared_task_forces_its_stage():
+    assert not stage_command.should_force(False, try_number=1)
+    assert stage_command.should_force(False, try_number=2)
+    assert stage_command.should_force(True, try_number=1)
+
+
+def test_mlflow_run_id_is_read_from_the_runtime_output():
+    log = ("[dedup] cache hit: /a (key k, MLflow run 0123456789abcdef0123456789abcdef); --force reruns it\n"
+           "[tokenize] published /b in 1.0s (MLflow run fedcba9876543210fedcba9876543210)")
+    assert stage_command.mlflow_run_id(log) == "fedcba9876543210fedcba9876543210"
+    assert stage_command.mlflow_run_id("nothing") is None
+
+
+def test_orchestration_overrides_stay_with_the_dags():
+    settings = run_settings.RunSettings("tiny", ("orchestration.mode=docker", "dedup.threshold=0.7"), "local", "r", False)
+    assert settings.stage_overrides == ["dedup.threshold=0.7"]
+    assert settings.orchestration().mode == "docker"
+
+
+def test_stage_entries_fall_back_to_default_field_by_field():
+    orch = orchestration.from_dict(orchestration.OrchestrationConfig, {
+        "default": {"retries": 2, "resources": {"cpu": "4"}},
+        "stages": {"pretrain": {"timeout_minutes": 600, "workers": 4, "resources": {"gpu": 8}}},
+    }, "orchestration")
+    pretrain = orch.for_stage("pretrain")
+    assert (pretrain.retries, pretrain.timeout_minutes, pretrain.workers) == (2, 600, 4)
+    assert (pretrain.resources.cpu, pretrain.resources.gpu, pretrain.resources.memory) == ("4", 8, "4Gi")
+    assert orch.for_stage("dedup").resources.gpu == 0
+
+
+def test_bad_orchestration_values_name_the_key():
+    with pytest.raises(ConfigError, match="orchestration.mode"):
+        orchestration.from_dict(orchestration.OrchestrationConfig, {"mode": "ssh"}, "orchestration")
+    with pytest.raises(ConfigError, match=r"orchestration.stages.pretrain.workers"):
+        orchestration.from_dict(orchestration.OrchestrationConfig, {"stages": {"pretrain": {"workers": 0}}},
+                                "orchestration")
+
+
+def test_unknown_preset_is_a_clear_error():
+    with pytest.raises(ValueError, match="preset 'huge'"):
+        run_settings.config_path("huge")
