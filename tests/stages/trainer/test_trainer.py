@@ -164,3 +164,17 @@ def test_two_workers_match_one_process(tmp_path, shard_dir):
     for name in one.files:
         np.testing.assert_allclose(first[name], one[name], rtol=2e-5, atol=1e-6, err_msg=name)
         np.testing.assert_array_equal(second[name], first[name], err_msg=name)
+
+
+def test_batch_size_ramp_uses_fewer_micro_batches_early(tmp_path):
+    cfg = TrainingConfig(**{**TRAINING, "global_batch_size": 16, "micro_batches": 4, "batch_ramp_steps": 10,
+                            "batch_ramp_start": 4})
+    trainer = Trainer(ModelConfig(**MODEL), cfg, str(tmp_path))
+    assert [trainer.micro_batches_at(s) for s in (0, 3, 5, 8, 10, 50)] == [1, 2, 3, 4, 4, 4]
+
+
+def test_bf16_mixed_precision_trains(tmp_path, shard_dir):
+    trainer, metrics = train(tmp_path, shard_dir, "bf16", steps=6, mixed_precision=True)
+    assert trainer.model.decoder_layers[0].self_attn.compute_dtype == "bfloat16"
+    assert trainer.model.trainable_variables[0].dtype == "float32"  # master weights
+    assert np.isfinite(metrics[6]["loss"]) and metrics[6]["lm_loss"] < metrics[1]["lm_loss"]
