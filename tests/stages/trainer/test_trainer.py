@@ -42,28 +42,25 @@ def test_loss_and_mtp_loss_fall(tmp_path, shard_dir):
     assert all(m["grad_norm"] > 0 for m in metrics.values())
 
 
-def test_gradient_accumulation_equals_one_large_batch(tmp_path, shard_dir):
-    one, _ = train(tmp_path, shard_dir, "one", steps=2, micro_batches=1)
-    four, _ = train(tmp_path, shard_dir, "four", steps=2, micro_batches=4)
-    a, b = weights(one), weights(four)
+def assert_same_two_steps(tmp_path, shard_dir, rtol, **changes):
+    """Two steps with `changes` give the weights of two plain steps."""
+    plain, _ = train(tmp_path, shard_dir, "plain", steps=2)
+    changed, _ = train(tmp_path, shard_dir, "changed", steps=2, **changes)
+    a, b = weights(plain), weights(changed)
     for name in a:
-        np.testing.assert_allclose(b[name], a[name], rtol=2e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(b[name], a[name], rtol=rtol, atol=1e-6, err_msg=name)
+
+
+def test_gradient_accumulation_equals_one_large_batch(tmp_path, shard_dir):
+    assert_same_two_steps(tmp_path, shard_dir, 2e-5, micro_batches=4)
 
 
 def test_xla_step_matches_the_plain_step(tmp_path, shard_dir):
-    plain, _ = train(tmp_path, shard_dir, "plain", steps=2)
-    xla, _ = train(tmp_path, shard_dir, "xla", steps=2, jit_compile=True)
-    a, b = weights(plain), weights(xla)
-    for name in a:
-        np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert_same_two_steps(tmp_path, shard_dir, 1e-4, jit_compile=True)
 
 
 def test_rematerialised_blocks_give_the_same_step(tmp_path, shard_dir):
-    plain, _ = train(tmp_path, shard_dir, "plain", steps=2)
-    remat, _ = train(tmp_path, shard_dir, "remat", steps=2, remat=True)
-    a, b = weights(plain), weights(remat)
-    for name in a:
-        np.testing.assert_allclose(b[name], a[name], rtol=2e-5, atol=1e-6, err_msg=name)
+    assert_same_two_steps(tmp_path, shard_dir, 2e-5, remat=True)
 
 
 def test_bias_updates_lower_max_violation(tmp_path, shard_dir):
