@@ -54,7 +54,10 @@ def summarize(results: list, pipeline_run: str, tracking_uri: str, started: floa
                 continue
             how, uri, run_id = stages[stage]
             metrics = client.get_run(run_id).data.metrics
-            keys = [k for k in KEY_METRICS if k in metrics] or sorted(metrics)[:5]
+            # exact names first, then nested ones such as models.pretrain.perplexity.1024
+            keys = [k for k in KEY_METRICS if k in metrics] + sorted(
+                k for k in metrics if k not in KEY_METRICS and set(k.split(".")) & set(KEY_METRICS))
+            keys = keys or sorted(metrics)[:5]
             shown = ", ".join(f"{k} {metrics[k]:g}" for k in keys)
             print(f"  {stage:12s} {how:10s} {shorter(uri)}  MLflow run {run_id}\n"
                   f"  {'':12s} {shown}")
