@@ -86,11 +86,6 @@ class ModelConfig:
     def num_moe_layers(self) -> int:
         return self.num_hidden_layers - self.first_k_dense_replace
 
-    @property
-    def yarn(self) -> Mapping[str, Any] | None:
-        """The YaRN parameters, or None when plain RoPE is used."""
-        return self.rope_scaling
-
     def is_moe_layer(self, layer_index: int) -> bool:
         # MTP layers sit at indices >= num_hidden_layers and are MoE like the deep layers.
         return layer_index >= self.first_k_dense_replace
