@@ -5,7 +5,6 @@ auto-generated checks in the spirit of The Stack / StarCoder. Every threshold is
 of the dataclasses below, so a config sets it and a removal names the rule that fired."""
 
 import dataclasses
-import re
 from collections import Counter
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})

@@ -60,13 +60,18 @@ def dataset(directory: str, shuffle_files: bool = False, seed: int = 0):
     from a tokenize output directory."""
     import tensorflow as tf
     index = read_index(directory)
-    files = [os.path.join(directory, s["path"]) for s in index["shards"] if s["rows"]]
+    files = shard_files(directory, index)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         ds = ds.shuffle(len(files), seed=seed)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE,
                        deterministic=True)
     return ds.map(parse_fn(index["seq_len"]), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def shard_files(directory: str, index: dict) -> list[str]:
+    """The shards of a tokenize output that hold rows, in index order."""
+    return [os.path.join(directory, s["path"]) for s in index["shards"] if s["rows"]]
 
 
 def read_index(directory: str) -> dict:

@@ -34,7 +34,7 @@ LR, BETAS, WEIGHT_DECAY = 1e-4, (0.9, 0.95), 0.1
 CONTENDERS = ["transformers", "ours tf.function+XLA", "ours tf.function"]
 
 
-def _time(step, warmup: int, reps: int) -> list[float]:
+def time_calls(step, warmup: int, reps: int) -> list[float]:
     for _ in range(warmup):
         step()
     times = []
@@ -84,7 +84,7 @@ def run_ours(checkpoint: str, args, jit: bool) -> dict:
     out = {}
     for name, (ids, _) in _tasks(args, model.cfg.vocab_size).items():
         fn, x = (train_step if name == "train step" else forward), tf.constant(ids)
-        out[name] = _time(lambda: fn(x).numpy(), args.warmup, args.reps)
+        out[name] = time_calls(lambda: fn(x).numpy(), args.warmup, args.reps)
     return out
 
 
@@ -113,7 +113,7 @@ def run_theirs(checkpoint: str, args) -> dict:
     out = {}
     for name, (ids, _) in _tasks(args, model.config.vocab_size).items():
         fn, x = (train_step if name == "train step" else forward), torch.tensor(ids, dtype=torch.long)
-        out[name] = _time(lambda: fn(x), args.warmup, args.reps)
+        out[name] = time_calls(lambda: fn(x), args.warmup, args.reps)
     return out
 
 

@@ -12,7 +12,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -22,19 +21,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.bench_cpu_train_step import time_calls  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.transformer import DeepSeekV3CausalLM  # noqa: E402
 
 
 def median_ms(fn, reps: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(time_calls(fn, warmup=2, reps=reps))
 
 
 def forward_backward(call, variables, jit: bool):

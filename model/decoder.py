@@ -1,7 +1,6 @@
 """One pre-norm decoder block: h + MLA(norm(h)), then + MLP-or-MoE(norm(h))."""
 
 import keras
-from keras import ops
 
 from model.attention import MultiHeadLatentAttention
 from model.config import ModelConfig

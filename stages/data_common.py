@@ -14,6 +14,11 @@ def documents_of(output: Output) -> str:
     return output.path(relative)
 
 
+def tokenizer_file(output: Output) -> str:
+    """The tokenizer.json that a `tokenizer` stage output published."""
+    return output.path(output.manifest["results"]["tokenizer"])
+
+
 def job_result(manifest: dict, documents: str | None) -> dict:
     """The part of a job manifest a stage reports (counts and reasons), plus its documents glob."""
     keys = ("documents_in", "documents_kept", "documents_removed", "documents_quarantined",

@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from stages.config import ConfigError
+from stages.data_common import tokenizer_file
 from stages.ingest import SourceConfig, expand
 from stages.registry import stage
 
@@ -118,8 +119,7 @@ def run(ctx):
     from stages.evaluation.perplexity import sliding_window_perplexity
 
     cfg = ctx.config
-    tok_output = ctx.inputs["tokenizer"]
-    tokenizer = Tokenizer.from_file(tok_output.path(tok_output.manifest["results"]["tokenizer"]))
+    tokenizer = Tokenizer.from_file(tokenizer_file(ctx.inputs["tokenizer"]))
     report = {"models": {}}
     for name in MODEL_STAGES:
         upstream = ctx.inputs[name]

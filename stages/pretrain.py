@@ -14,6 +14,7 @@ import os
 import shutil
 
 from stages import model_section  # noqa: F401  (registers the `model` config section)
+from stages.data_common import tokenizer_file
 from stages.registry import stage
 from stages.trainer.config import TrainingConfig
 
@@ -36,8 +37,7 @@ def code_files() -> tuple[str, ...]:
 def tokenizer_special_ids(tokenizer_output) -> dict[str, int]:
     from tokenizers import Tokenizer
 
-    path = tokenizer_output.path(tokenizer_output.manifest["results"]["tokenizer"])
-    tokenizer = Tokenizer.from_file(path)
+    tokenizer = Tokenizer.from_file(tokenizer_file(tokenizer_output))
     return {"vocab_size": tokenizer.get_vocab_size(), "eos": tokenizer.token_to_id("<｜end▁of▁sentence｜>")}
 
 
@@ -60,9 +60,7 @@ def train_stage(ctx, model_config, init_checkpoint: str | None = None) -> dict:
     summary = trainer.fit(ctx.inputs["tokenize"].uri, special["eos"], init_weights=init_checkpoint)
     export_model(trainer, model_config, ctx.output_dir)
     shutil.copy(os.path.join(ctx.work_dir, "metrics.jsonl"), os.path.join(ctx.output_dir, "metrics.jsonl"))
-    tokenizer = ctx.inputs["tokenizer"]
-    model_uri = log_and_register(os.path.join(ctx.output_dir, "model"),
-                                 tokenizer.path(tokenizer.manifest["results"]["tokenizer"]),
+    model_uri = log_and_register(os.path.join(ctx.output_dir, "model"), tokenizer_file(ctx.inputs["tokenizer"]),
                                  f"{ctx.full_config.pipeline.name}-{ctx.stage}")
     return {"model": "model", "checkpoint": "checkpoint/final", "steps": ctx.config.steps, "mlflow_model": model_uri,
             "final": {k: v for k, v in summary.items() if "/moe_" not in k}}

@@ -1,6 +1,5 @@
 """`seekforge run | pipeline | lineage`: the stage runtime on the command line."""
 
-import sys
 
 from stages import config as config_lib
 from stages import registry, runtime, tracking

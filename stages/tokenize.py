@@ -5,7 +5,7 @@ import dataclasses
 
 from beam_jobs import tokenize as tokenize_job
 from stages.config import ConfigError
-from stages.data_common import documents_of, job_result
+from stages.data_common import documents_of, job_result, tokenizer_file
 from stages.registry import stage
 
 
@@ -25,7 +25,7 @@ class TokenizeConfig:
 @stage("tokenize", TokenizeConfig, inputs=("mix", "tokenizer"), code_files=(tokenize_job.__file__,))
 def run(ctx):
     c = ctx.config
-    tokenizer = ctx.inputs["tokenizer"].path(ctx.inputs["tokenizer"].manifest["results"]["tokenizer"])
+    tokenizer = tokenizer_file(ctx.inputs["tokenizer"])
     argv = ["--input", documents_of(ctx.inputs["mix"]), "--output", ctx.output_dir, "--tokenizer", tokenizer,
             "--seq-len", str(c.seq_len), "--num-shards", str(c.num_shards), "--batch-size", str(c.batch_size)]
     result = job_result(tokenize_job.run(argv + ctx.beam_args), None)

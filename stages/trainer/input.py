@@ -8,8 +8,6 @@ which also rejoins a document that the packer split across rows; positions resta
 each document so a packed sequence trains like separate ones.
 """
 
-import os
-
 import tensorflow as tf
 
 from beam_jobs import shards
@@ -58,7 +56,7 @@ def training_dataset(shard_dir: str, seq_len: int, batch_size: int, seed: int, e
     shard_len = index["seq_len"]
     if seq_len % shard_len:
         raise ValueError(f"{shard_dir}: seq_len {seq_len} is not a multiple of the shards' {shard_len}")
-    files = [os.path.join(shard_dir, s["path"]) for s in index["shards"] if s["rows"]]
+    files = shards.shard_files(shard_dir, index)
     if not files:
         raise ValueError(f"{shard_dir}: no packed rows to train on")
     pipelines = input_context.num_input_pipelines if input_context is not None else 1
