@@ -39,7 +39,7 @@ def main() -> None:
                              warmup_steps=1, learning_rate=1e-3, log_every=1000, checkpoint_every=1000,
                              jit_compile=jit)
         trainer = Trainer(model_config, cfg, os.path.join(work, name))
-        iterator = iter(trainer.dataset(shards, eos_id=1))
+        iterator = iter(trainer.dataset(trainer.shard_batches(shards, eos_id=1)))
         step_fn = trainer._step_fn(1)
         for _ in range(3):
             step_fn(iterator)
@@ -49,7 +49,7 @@ def main() -> None:
             float(step_fn(iterator)["loss"])
             times.append(time.perf_counter() - start)
         # the input pipeline alone, on a fresh iterator: seconds per batch
-        data = iter(trainer.dataset(shards, eos_id=1))
+        data = iter(trainer.dataset(trainer.shard_batches(shards, eos_id=1)))
         next(data)
         start = time.perf_counter()
         for _ in range(args.steps):

@@ -4,8 +4,8 @@ what ran, key metrics, where the artifacts are and how to open the MLflow UI.
 
     python -m dags.demo [--preset tiny] [--set a.b=c ...]
 
-Only phases whose stages are registered run (the data phase now; pretrain once its
-stages join stages/registry.py). One pipeline run id ties the phases' MLflow runs."""
+Only phases whose stages are registered run (today all three: data, pretrain,
+posttrain). One pipeline run id ties the phases' MLflow runs."""
 
 import argparse
 import json
@@ -21,7 +21,8 @@ from dags.airflow_env import AIRFLOW_BIN, REPO_ROOT, airflow_env
 AIRFLOW_HOME = os.path.join(REPO_ROOT, ".airflow")   # shared with `make up`: the runs show in its UI
 STAGE_LINE = re.compile(r"\[(\w+)\] (published|cache hit:) (\S+).*?MLflow run ([0-9a-f]{32})")
 KEY_METRICS = ("documents_in", "documents_kept", "documents_removed", "documents_quarantined", "stats.rows_out",
-               "vocab_size", "loss", "eval_loss", "perplexity", "tokens_per_second", "wall_seconds")
+               "vocab_size", "loss", "eval_loss", "perplexity", "tokens_per_second", "wall_seconds",
+               "assistant_loss", "reward", "reward/accuracy", "reward/format", "teacher_kl")
 
 
 def run_phase(dag_id: str, conf: dict, env: dict, log_path: str) -> tuple[bool, dict]:

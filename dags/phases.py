@@ -27,9 +27,8 @@ PHASES = [
     Phase("seekforge_data", ("ingest", "dedup", "filter", "mix", "tokenizer", "tokenize"), after=None),
     Phase("seekforge_pretrain", ("pretrain", "extend_32k", "extend_128k", "evaluate"), after="seekforge_data",
           requires=("pretrain",)),
-    # `evaluate` alone is the pretrain phase's; post-training needs one of its own stages.
-    Phase("seekforge_posttrain", ("sft", "grpo", "distill", "evaluate", "export"), after="seekforge_pretrain",
-          requires=("sft", "grpo", "distill", "export")),
+    Phase("seekforge_posttrain", ("posttrain_data", "sft", "grpo", "distill", "posttrain_evaluate", "export"),
+          after="seekforge_pretrain", requires=("sft", "grpo", "distill", "export")),
 ]
 BY_DAG_ID = {p.dag_id: p for p in PHASES}
 
@@ -38,9 +37,7 @@ BEAM_STAGES = frozenset(PHASES[0].stages)
 
 
 def phase_stages(dag_id: str, registered: list[str] | None = None) -> list[str]:
-    """The phase's registered stages, in the phase's order (`evaluate` is registered once,
-    with the pretrain stages, but runs after distill in post-training); [] when the phase
-    cannot run yet."""
+    """The phase's registered stages, in the phase's order; [] when the phase cannot run yet."""
     phase = BY_DAG_ID[dag_id]
     registered = registered_stages() if registered is None else registered
     if phase.requires and not set(phase.requires) & set(registered):

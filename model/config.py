@@ -229,6 +229,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         v_head_dim=32, n_routed_experts=16, n_shared_experts=1, num_experts_per_tok=4,
         n_group=4, topk_group=2, routed_scaling_factor=2.5, max_position_embeddings=4096,
         num_nextn_predict_layers=1, initializer_range=0.02),
+    # the distillation student of `tiny`: same vocabulary (the tokenizer is the teacher's),
+    # half the width, half the depth, half the experts
+    "tiny-student": dict(
+        vocab_size=8192, hidden_size=128, intermediate_size=384, moe_intermediate_size=64,
+        num_hidden_layers=2, first_k_dense_replace=1, num_attention_heads=2,
+        q_lora_rank=64, kv_lora_rank=32, qk_nope_head_dim=32, qk_rope_head_dim=16,
+        v_head_dim=32, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2,
+        n_group=4, topk_group=2, routed_scaling_factor=2.5, max_position_embeddings=4096,
+        num_nextn_predict_layers=1, initializer_range=0.02),
     "small": dict(
         vocab_size=32768, hidden_size=1024, intermediate_size=2816, moe_intermediate_size=512,
         num_hidden_layers=10, first_k_dense_replace=1, num_attention_heads=16,

@@ -61,3 +61,31 @@ def causal_lm_loss(outputs, token_ids, mtp_lambda: float = 0.3, balance_alpha: f
     balance_loss = outputs["balance"] * balance_weight
     loss = lm_loss + mtp_lambda * mtp_loss + balance_alpha * balance_loss
     return {"loss": loss, "lm_loss": lm_loss, "mtp_loss": mtp_loss, "balance_loss": balance_loss}
+
+
+DIVERGENCES = ("forward_kl", "reverse_kl")
+
+
+def distillation_loss(student_logits, teacher_logits, token_ids, divergence: str = "forward_kl",
+                      temperature: float = 1.0, loss_mask=None, segment_ids=None, count=None):
+    """Logit-level distillation on the next-token distributions of the valid targets
+    (the positions causal_lm_loss's main head scores), summed and divided by `count`
+    (default: this batch's number of valid targets).
+
+    forward_kl = KL(teacher || student) = sum_v p_t (log p_t - log p_s): mass-covering,
+    what Hinton et al.'s distillation and GKD's beta = 0 minimise; reverse_kl =
+    KL(student || teacher): mode-seeking, GKD's beta = 1 (some tools swap the names, so
+    ours say which distribution comes first). Both distributions are softened by the
+    temperature and the result scaled by T^2 so gradients keep their size (Hinton et al.)."""
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}")
+    valid = _valid_targets(token_ids, 1, loss_mask, segment_ids)
+    student = ops.log_softmax(ops.cast(student_logits[:, :-1], "float32") / temperature, axis=-1)
+    teacher = ops.log_softmax(ops.cast(ops.stop_gradient(teacher_logits[:, :-1]), "float32") / temperature, axis=-1)
+    if divergence == "forward_kl":
+        per_position = ops.sum(ops.exp(teacher) * (teacher - student), axis=-1)
+    else:
+        per_position = ops.sum(ops.exp(student) * (student - teacher), axis=-1)
+    if count is None:
+        count = ops.sum(valid)
+    return temperature ** 2 * ops.sum(per_position * valid) / ops.maximum(count, 1.0)

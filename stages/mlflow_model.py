@@ -36,8 +36,11 @@ class CausalLMGenerator(mlflow.pyfunc.PythonModel):
         return [self.tokenizer.decode(o) for o in out]
 
 
-def log_and_register(model_dir: str, tokenizer_path: str, registered_name: str) -> str:
-    """Log the model under the active run and register a new version; returns its URI."""
+def log_and_register(model_dir: str, tokenizer_path: str, registered_name: str,
+                     lineage: dict[str, str] | None = None) -> str:
+    """Log the model under the active run and register a new version; returns its URI.
+    lineage: tags for the model version, e.g. {"parent_model": "models:/tiny-sft/1",
+    "training_data": the data output's URI}, so the registry shows what it came from."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -50,4 +53,9 @@ def log_and_register(model_dir: str, tokenizer_path: str, registered_name: str) 
         code_paths=[os.path.join(REPO_ROOT, "model")],
         pip_requirements=["tensorflow", "keras>=3.8", "tokenizers", "numpy"],
         registered_model_name=registered_name)
+    version = getattr(info, "registered_model_version", None)
+    if lineage and version is not None:
+        client = mlflow.MlflowClient()
+        for key, value in lineage.items():
+            client.set_model_version_tag(registered_name, str(version), f"seekforge.{key}", value)
     return info.model_uri

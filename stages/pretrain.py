@@ -19,7 +19,7 @@ from stages.registry import stage
 from stages.trainer.config import TrainingConfig
 
 TRAINING_CODE = ("trainer/loop.py", "trainer/input.py", "trainer/schedule.py", "trainer/config.py",
-                 "trainer/distribution.py", "model_section.py")
+                 "trainer/distribution.py", "trainer/optimizer.py", "model_section.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +58,7 @@ def train_stage(ctx, model_config, init_checkpoint: str | None = None) -> dict:
     trainer = Trainer(model_config, ctx.config, ctx.work_dir,
                       log_metrics=lambda metrics, step: ml.log_metrics(metrics, step=step))
     summary = trainer.fit(ctx.inputs["tokenize"].uri, special["eos"], init_weights=init_checkpoint)
-    export_model(trainer, model_config, ctx.output_dir)
+    export_model(trainer.model, ctx.output_dir)
     shutil.copy(os.path.join(ctx.work_dir, "metrics.jsonl"), os.path.join(ctx.output_dir, "metrics.jsonl"))
     model_uri = log_and_register(os.path.join(ctx.output_dir, "model"), tokenizer_file(ctx.inputs["tokenizer"]),
                                  f"{ctx.full_config.pipeline.name}-{ctx.stage}")
@@ -66,17 +66,19 @@ def train_stage(ctx, model_config, init_checkpoint: str | None = None) -> dict:
             "final": {k: v for k, v in summary.items() if "/moe_" not in k}}
 
 
-def export_model(trainer, model_config, output_dir: str) -> None:
+def export_model(model, output_dir: str) -> None:
+    """model/ (HF config.json + Keras weights, what later stages and MLflow load) and
+    checkpoint/final (every variable, what a downstream training stage starts from)."""
     import tensorflow as tf
 
-    from stages.trainer.loop import model_variables
+    from stages.trainer.optimizer import model_variables
 
     model_dir = os.path.join(output_dir, "model")
     os.makedirs(model_dir)
     with open(os.path.join(model_dir, "config.json"), "w") as f:
-        json.dump(model_config.to_hf(), f, indent=2)
-    trainer.model.save_weights(os.path.join(model_dir, "model.weights.h5"))
-    tf.train.Checkpoint(model=model_variables(trainer.model)).write(os.path.join(output_dir, "checkpoint", "final"))
+        json.dump(model.cfg.to_hf(), f, indent=2)
+    model.save_weights(os.path.join(model_dir, "model.weights.h5"))
+    tf.train.Checkpoint(model=model_variables(model)).write(os.path.join(output_dir, "checkpoint", "final"))
 
 
 @stage("pretrain", PretrainConfig, inputs=("tokenize", "tokenizer"), code_files=code_files())

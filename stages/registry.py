@@ -20,6 +20,11 @@ STAGE_MODULES = [
     "stages.pretrain",
     "stages.extend",
     "stages.evaluate",
+    "stages.posttrain_data",
+    "stages.sft",
+    "stages.grpo",
+    "stages.distill",
+    "stages.posttrain_evaluate",
 ]
 
 
@@ -56,9 +61,12 @@ SECTION_MODULES = ["stages.orchestration"]
 
 
 def load_stages() -> dict[str, Stage]:
+    """Every stage, in STAGE_MODULES order (whatever order the modules were imported in)."""
     for module in SECTION_MODULES + STAGE_MODULES:
         importlib.import_module(module)
-    return STAGES
+    rank = {module: i for i, module in enumerate(STAGE_MODULES)}
+    ordered = sorted(STAGES.values(), key=lambda s: rank.get(s.fn.__module__, len(rank)))
+    return {s.name: s for s in ordered}
 
 
 def get(name: str) -> Stage:

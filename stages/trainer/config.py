@@ -5,14 +5,10 @@ import dataclasses
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig:
+class OptimizerConfig:
+    """AdamW with a warmup -> constant -> cosine learning rate; shared by every stage
+    that updates weights (the trainer, GRPO, logit distillation)."""
     steps: int = 100                    # optimizer steps
-    seq_len: int = 256                  # tokens per training sequence
-    global_batch_size: int = 8          # sequences per optimizer step, over all replicas
-    micro_batches: int = 1              # gradient accumulation: the global batch in this many passes
-    batch_ramp_steps: int = 0           # optional ramp of the batch size (V3: 3072 -> 15360)
-    batch_ramp_start: int = 0           # sequences per step at step 0 when ramping
-    # optimizer: AdamW, warmup -> constant -> cosine
     learning_rate: float = 2.2e-4
     warmup_steps: int = 2000
     constant_steps: int = 0             # after warmup, before the cosine decay starts
@@ -23,6 +19,25 @@ class TrainingConfig:
     adam_epsilon: float = 1e-8
     weight_decay: float = 0.1
     clip_norm: float = 1.0              # global gradient norm, over all replicas
+    seed: int = 0
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    jit_compile: bool = False           # XLA for the forward/backward
+
+    def __post_init__(self):
+        for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig(OptimizerConfig):
+    seq_len: int = 256                  # tokens per training sequence
+    global_batch_size: int = 8          # sequences per optimizer step, over all replicas
+    micro_batches: int = 1              # gradient accumulation: the global batch in this many passes
+    batch_ramp_steps: int = 0           # optional ramp of the batch size (V3: 3072 -> 15360)
+    batch_ramp_start: int = 0           # sequences per step at step 0 when ramping
     # objective
     mtp_lambda: float = 0.3             # 0.3 for the first 10T tokens, then 0.1
     balance_alpha: float = 1e-4         # sequence-wise balance loss weight
@@ -31,18 +46,12 @@ class TrainingConfig:
     # execution
     strategy: str = "default"           # default | mirrored | multi_worker (TF_CONFIG)
     input_sharding: str = "batches"     # how workers split the data: batches (exact) | files (at scale)
-    jit_compile: bool = False           # XLA for the per-replica forward/backward
     mixed_precision: bool = False       # bf16 compute, float32 master weights
     remat: bool = False                 # recompute each block's activations in backward
-    seed: int = 0
-    # bookkeeping
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    log_every: int = 10
 
     def __post_init__(self):
-        for name in ("steps", "seq_len", "global_batch_size", "micro_batches", "checkpoint_every",
-                     "keep_checkpoints", "log_every"):
+        super().__post_init__()
+        for name in ("seq_len", "global_batch_size", "micro_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.global_batch_size % self.micro_batches:

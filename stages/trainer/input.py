@@ -77,3 +77,20 @@ def training_dataset(shard_dir: str, seq_len: int, batch_size: int, seed: int, e
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .skip(skip_batches)
             .prefetch(tf.data.AUTOTUNE))
+
+
+def array_dataset(features: dict, batch_size: int, seed: int,
+                  input_context: tf.distribute.InputContext | None = None, skip_batches: int = 0):
+    """An endless, seed-ordered dataset of batches from feature arrays held in memory
+    (packed SFT rows: token_ids, segment_ids, position_ids, loss_mask), sharded per
+    worker by batches like training_dataset's exact mode."""
+    rows = len(features["token_ids"])
+    if rows < batch_size:
+        raise ValueError(f"{rows} packed rows are fewer than one batch of {batch_size}")
+    batches = (tf.data.Dataset.from_tensor_slices(features)
+               .shuffle(rows, seed=seed, reshuffle_each_iteration=True)
+               .repeat()
+               .batch(batch_size, drop_remainder=True))
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        batches = batches.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    return batches.skip(skip_batches).prefetch(tf.data.AUTOTUNE)

@@ -14,6 +14,7 @@ the loop clips the already-reduced gradient and hands the optimizer gradient / r
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -24,27 +25,14 @@ import tensorflow as tf
 
 from model.balancing import max_violation
 from model.config import ModelConfig
-from model.losses import causal_lm_loss, target_counts
+from model.losses import causal_lm_loss, distillation_loss, target_counts
 from model.transformer import DeepSeekV3CausalLM
 from stages.trainer.config import TrainingConfig
 from stages.trainer.distribution import is_chief, make_strategy
 from stages.trainer.input import training_dataset
-from stages.trainer.schedule import WarmupConstantCosine
+from stages.trainer.optimizer import make_optimizer, resumable
 
 METRICS_FILE = "metrics.jsonl"
-
-
-def model_variables(model) -> tf.Module:
-    """Every model variable by its path inside the model, for tf.train.Checkpoint.
-
-    Checkpointing the Keras model object itself would silently skip the layers held in
-    Python lists (decoder_layers, mtp_layers): Keras tracks them, TensorFlow's object
-    graph does not."""
-    holder = tf.Module()
-    holder.variables_by_path = {v.path.split("/", 1)[1]: v for v in model.variables}
-    if len(holder.variables_by_path) != len(model.variables):
-        raise ValueError("model variable paths are not unique")
-    return holder
 
 
 def _remat_scope(model_config: ModelConfig, enabled: bool):
@@ -56,10 +44,21 @@ def _remat_scope(model_config: ModelConfig, enabled: bool):
     return keras.RematScope(mode="list_of_layers", layer_names=blocks)
 
 
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    """Logit-level distillation: the loss becomes (1 - weight) x the LM loss + weight x
+    the divergence between this frozen model's next-token distributions and the
+    student's (model.losses.distillation_loss)."""
+    model: keras.Model
+    divergence: str = "forward_kl"
+    temperature: float = 1.0
+    weight: float = 1.0
+
+
 class Trainer:
     def __init__(self, model_config: ModelConfig, cfg: TrainingConfig, output_dir: str,
-                 strategy: tf.distribute.Strategy | None = None, log_metrics=None):
-        self.model_config, self.cfg, self.output_dir = model_config, cfg, output_dir
+                 strategy: tf.distribute.Strategy | None = None, log_metrics=None, teacher: Teacher | None = None):
+        self.model_config, self.cfg, self.output_dir, self.teacher = model_config, cfg, output_dir, teacher
         self.strategy = strategy or make_strategy(cfg.strategy)
         self.replicas = self.strategy.num_replicas_in_sync
         per_step = cfg.global_batch_size // cfg.micro_batches
@@ -74,13 +73,7 @@ class Trainer:
         with self.strategy.scope(), _remat_scope(model_config, cfg.remat):
             dtype = "mixed_bfloat16" if cfg.mixed_precision else "float32"
             self.model = DeepSeekV3CausalLM(model_config, dtype=dtype)
-            self.optimizer = keras.optimizers.AdamW(
-                learning_rate=WarmupConstantCosine.from_training_config(cfg), beta_1=cfg.adam_beta_1,
-                beta_2=cfg.adam_beta_2, epsilon=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
-            # no decay on norm weights (1-D), as Megatron and most LLM trainers do
-            self.optimizer.exclude_from_weight_decay(
-                var_list=[v for v in self.model.trainable_variables if len(v.shape) == 1])
-            self.optimizer.build(self.model.trainable_variables)
+            self.optimizer = make_optimizer(cfg, self.model)
         self._forward_backward = tf.function(self._forward_backward_impl, jit_compile=cfg.jit_compile,
                                              reduce_retracing=True)
         self._steps = {}
@@ -90,21 +83,27 @@ class Trainer:
         return int(self.optimizer.iterations.numpy())
 
     # ------------------------------------------------------------------ data
-    def dataset(self, shard_dir: str, eos_id: int, start_step: int = 0):
+    def shard_batches(self, shard_dir: str, eos_id: int):
+        """The batch source of pretraining: the packed shards of `tokenize`."""
+        cfg = self.cfg
+
+        def batches(batch_size, context, skip_batches):
+            return training_dataset(shard_dir, cfg.seq_len, batch_size, cfg.seed, eos_id, cfg.mask_documents,
+                                    context, skip_batches=skip_batches, sharding=cfg.input_sharding)
+        return batches
+
+    def dataset(self, batches, start_step: int = 0):
         """The distributed input, positioned after the micro-batches of steps [0, start_step).
 
-        The data position is derived from the step rather than saved: the pipeline's order
-        is a function of the seed, so skipping what earlier steps consumed puts a resumed
-        run on exactly the batches an uninterrupted one would see, under any strategy.
+        batches(batch_size, input_context, skip_batches) -> an endless tf.data.Dataset of
+        feature dicts (token_ids, segment_ids, position_ids, loss_mask) for one input
+        pipeline. The data position is derived from the step rather than saved: the
+        pipeline's order is a function of the seed, so skipping what earlier steps consumed
+        puts a resumed run on exactly the batches an uninterrupted one would see.
         """
-        cfg = self.cfg
         consumed = sum(self.micro_batches_at(step) for step in range(start_step))
-
-        def per_pipeline(context):
-            return training_dataset(shard_dir, cfg.seq_len, self.micro_batch_per_replica, cfg.seed, eos_id,
-                                    cfg.mask_documents, context, skip_batches=consumed,
-                                    sharding=cfg.input_sharding)
-        return self.strategy.distribute_datasets_from_function(per_pipeline)
+        return self.strategy.distribute_datasets_from_function(
+            lambda context: batches(self.micro_batch_per_replica, context, consumed))
 
     def micro_batches_at(self, step: int) -> int:
         """Micro-batches in step `step`: all of them, or fewer while the batch size ramps."""
@@ -123,9 +122,20 @@ class Trainer:
             parts = causal_lm_loss(out, batch["token_ids"], cfg.mtp_lambda, cfg.balance_alpha,
                                    loss_mask=batch["loss_mask"], segment_ids=batch["segment_ids"],
                                    target_counts=counts, balance_weight=balance_weight)
+            if self.teacher is not None:
+                parts = self._with_distillation(parts, out["logits"], batch, counts)
         # dense gradients (the embedding's arrive as IndexedSlices) so micro-batches add up
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(parts["loss"], model.trainable_variables)]
         return grads, parts, out["expert_loads"]
+
+    def _with_distillation(self, parts, logits, batch, counts):
+        teacher = self.teacher
+        segments = batch["segment_ids"] if self.cfg.mask_documents else None
+        teacher_logits = teacher.model(batch["token_ids"], segment_ids=segments, position_ids=batch["position_ids"])
+        divergence = distillation_loss(logits, teacher_logits, batch["token_ids"], teacher.divergence,
+                                       teacher.temperature, batch["loss_mask"], batch["segment_ids"], counts[0])
+        loss = (1.0 - teacher.weight) * parts["loss"] + teacher.weight * divergence
+        return {**parts, "loss": loss, "distill_loss": divergence}
 
     def _replica_step(self, micro_batches):
         cfg, model = self.cfg, self.model
@@ -163,23 +173,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def fit(self, shard_dir: str, eos_id: int, init_weights: str | None = None) -> dict:
-        """Train to cfg.steps, resuming from the newest checkpoint in output_dir if any.
-        init_weights: a checkpoint prefix (an upstream stage's) to start a fresh run from.
-        Returns the last logged metrics."""
+        """Pretraining: fit_on the packed shards of `tokenize`."""
+        return self.fit_on(self.shard_batches(shard_dir, eos_id), init_weights)
+
+    def fit_on(self, batches, init_weights: str | None = None) -> dict:
+        """Train to cfg.steps on `batches` (see `dataset`), resuming from the newest
+        checkpoint in output_dir if any. init_weights: a checkpoint prefix (an upstream
+        stage's) to start a fresh run from. Returns the last logged metrics."""
         cfg = self.cfg
-        checkpoint = tf.train.Checkpoint(model=model_variables(self.model), optimizer=self.optimizer)
         directory = os.path.join(self.output_dir, "checkpoints")
         if not self.chief:  # other workers write where nobody reads (the TF multi-worker pattern)
             directory = os.path.join(self.output_dir, f"checkpoints-worker-{self.strategy.cluster_resolver.task_id}")
-        manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=cfg.keep_checkpoints)
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_consumed()
-            print(f"resumed from {manager.latest_checkpoint} at step {self.step}", flush=True)
-        elif init_weights:
-            tf.train.Checkpoint(model=model_variables(self.model)).read(init_weights).expect_partial()
-            print(f"initialised from {init_weights}", flush=True)
+        checkpoint, manager = resumable(self.model, self.optimizer, directory, cfg.keep_checkpoints, init_weights)
         step = self.step
-        iterator = iter(self.dataset(shard_dir, eos_id, start_step=step))
+        iterator = iter(self.dataset(batches, start_step=step))
         last, window_start, window_tokens = {}, time.perf_counter(), 0
         while step < cfg.steps:
             micro = self.micro_batches_at(step)
@@ -196,7 +203,8 @@ class Trainer:
 
     def _log(self, step: int, result: dict, tokens_per_second: float) -> dict:
         loads = result["expert_loads"].numpy()
-        metrics = {k: float(result[k]) for k in ("loss", "lm_loss", "mtp_loss", "balance_loss", "grad_norm")}
+        metrics = {k: float(result[k]) for k in ("loss", "lm_loss", "mtp_loss", "balance_loss", "distill_loss",
+                                                 "grad_norm") if k in result}
         metrics["learning_rate"] = float(self.optimizer.learning_rate)
         metrics["tokens_per_second"] = tokens_per_second
         for index, vio in enumerate(max_violation(loads).numpy()):

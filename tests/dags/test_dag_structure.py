@@ -7,7 +7,7 @@ from dags import dag_factory, phases
 from dags.stage_list import registered_stages
 
 ALL_STAGES = ["ingest", "dedup", "filter", "mix", "tokenizer", "tokenize", "pretrain", "extend_32k",
-              "extend_128k", "sft", "grpo", "distill", "evaluate", "export"]
+              "extend_128k", "evaluate", "posttrain_data", "sft", "grpo", "distill", "posttrain_evaluate", "export"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,8 @@ def test_data_phase_is_the_six_data_stages():
 def test_each_phase_publishes_the_asset_that_schedules_the_next():
     dags = {p.dag_id: dag_factory.build_phase_dag(p.dag_id, ALL_STAGES) for p in phases.PHASES}
     assert chain_of(dags["seekforge_pretrain"]) == ["pretrain", "extend_32k", "extend_128k", "evaluate"]
-    assert chain_of(dags["seekforge_posttrain"]) == ["sft", "grpo", "distill", "evaluate", "export"]
+    assert chain_of(dags["seekforge_posttrain"]) == ["posttrain_data", "sft", "grpo", "distill",
+                                                     "posttrain_evaluate", "export"]
     from airflow.sdk.definitions.timetables.simple import NullTimetable
     assert isinstance(dags["seekforge_data"].timetable, NullTimetable)   # triggered by hand (or the API)
     for phase in phases.PHASES:
@@ -75,8 +76,8 @@ def test_posttrain_dag_is_not_created_until_a_posttrain_stage_is_registered():
     data_and_pretrain = ALL_STAGES[:6] + ["pretrain", "extend_32k", "extend_128k", "evaluate"]
     assert dag_factory.build_phase_dag("seekforge_posttrain", data_and_pretrain) is None
     assert dag_factory.build_phase_dag("seekforge_pretrain", ALL_STAGES[:6]) is None
-    dag = dag_factory.build_phase_dag("seekforge_posttrain", data_and_pretrain + ["sft"])
-    assert chain_of(dag) == ["sft", "evaluate"]
+    dag = dag_factory.build_phase_dag("seekforge_posttrain", data_and_pretrain + ["posttrain_data", "sft"])
+    assert chain_of(dag) == ["posttrain_data", "sft"]
 
 
 def test_retries_and_timeouts_come_from_the_orchestration_config():

@@ -1,6 +1,8 @@
-"""The pretraining phase through the stage runtime, on a small slice of the tiny corpus:
-pretrain -> extend_32k -> extend_128k -> evaluate, with MLflow lineage, YaRN in the
-extended configs, and a report whose numbers come from the trained models."""
+"""The pretraining and post-training phases through the stage runtime, on a small slice of
+the tiny corpus: pretrain -> extend_32k -> extend_128k -> evaluate, with MLflow lineage,
+YaRN in the extended configs, and a report whose numbers come from the trained models;
+then posttrain_data -> sft -> grpo -> distill -> posttrain_evaluate with each registered
+model's parent model and data."""
 
 import json
 import os
@@ -39,21 +41,49 @@ def small_pipeline_config(tmp_path) -> str:
     config["evaluate"] = {"context_lengths": [64, 256], "stride": 32, "max_windows": 24, "passkey_trials": 1,
                           "held_out": ["{stdlib}/logging/*.py"], "held_out_max_tokens": 4096,
                           "humaneval_limit": 2, "humaneval_max_new_tokens": 8}
+    config["posttrain_data"] = {**config["posttrain_data"], "sft_problems": 400, "grpo_prompts": 100,
+                                "docstring_sources": ["{stdlib}/textwrap.py"]}
+    short = {"global_batch_size": 8, "jit_compile": False, "log_every": 5, "checkpoint_every": 10}
+    config["sft"] = {**config["sft"], **short, "epochs": 0, "steps": 30, "seq_len": 128, "eval_problems": 8,
+                     "eval_max_new_tokens": 24}
+    config["grpo"] = {**config["grpo"], "steps": 4, "prompts_per_step": 2, "num_generations": 4,
+                      "max_completion_length": 24, "eval_problems": 8, "eval_samples": 2, "log_every": 2,
+                      "checkpoint_every": 2}
+    config["distill"] = {**config["distill"], **short, "steps": 10, "seq_len": 128, "samples_per_prompt": 1,
+                         "max_new_tokens": 24, "min_reward": 0.0, "eval_problems": 8,
+                         "student_overrides": {"vocab_size": 1024}}
+    config["posttrain_evaluate"] = {"problems": 8, "samples": 2, "max_new_tokens": 24}
     path = tmp_path / "small.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
 
 
-@pytest.mark.slow
-def test_pretraining_phase_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    config = small_pipeline_config(tmp_path)
-    assert cli.main(["pipeline", "--config", config]) == 0
+STAGES = ("tokenize", "tokenizer", "pretrain", "extend_32k", "extend_128k", "evaluate", "posttrain_data", "sft",
+          "grpo", "distill", "posttrain_evaluate")
 
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The whole pipeline, once: {stage: its published output, "tracking_uri": MLflow's store}."""
+    tmp_path = tmp_path_factory.mktemp("pipeline")
+    tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        assert cli.main(["pipeline", "--config", small_pipeline_config(tmp_path)]) == 0
     root = str(tmp_path / "artifacts")
-    out = {s: artifacts.latest(artifacts.stage_root(root, "tiny", s))
-           for s in ("tokenize", "tokenizer", "pretrain", "extend_32k", "extend_128k", "evaluate")}
+    return {"tracking_uri": tracking_uri, **{s: artifacts.latest(artifacts.stage_root(root, "tiny", s)) for s in STAGES}}
+
+
+@pytest.fixture
+def client(pipeline, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline["tracking_uri"])
+    return tracking.mlflow().MlflowClient()
+
+
+@pytest.mark.slow
+def test_pretraining_phase_end_to_end(pipeline, client):
+    out = pipeline
     # the pretrained model learned
     with open(out["pretrain"].path("metrics.jsonl")) as f:
         metrics = [json.loads(line) for line in f]
@@ -83,7 +113,6 @@ def test_pretraining_phase_end_to_end(tmp_path, monkeypatch):
     assert ppl["extend_32k"]["256"] / ppl["extend_32k"]["64"] < ppl["pretrain"]["256"] / ppl["pretrain"]["64"]
     assert os.path.getsize(out["evaluate"].path("perplexity.png")) > 1000
     # MLflow: lineage from evaluate back through the training stages to the data
-    client = tracking.mlflow().MlflowClient()
     upstream = lambda o: client.get_run(o.run_id).data.tags[tracking.TAG_UPSTREAM].split(",")  # noqa: E731
     assert upstream(out["pretrain"]) == [out["tokenize"].run_id, out["tokenizer"].run_id]
     assert upstream(out["extend_32k"])[0] == out["pretrain"].run_id
@@ -92,3 +121,41 @@ def test_pretraining_phase_end_to_end(tmp_path, monkeypatch):
     assert [m.step for m in history] == list(range(5, 301, 5))
     versions = client.search_model_versions("name='tiny-pretrain'")
     assert [v.run_id for v in versions] == [out["pretrain"].run_id]
+
+
+@pytest.mark.slow
+def test_posttraining_phase_end_to_end(pipeline, client):
+    out = pipeline
+    sft = out["sft"].manifest["results"]
+    # SFT learned the assistant turns of held-out conversations
+    assert sft["held_out"]["after"]["assistant_loss"] < sft["held_out"]["before"]["assistant_loss"] - 1.0
+    assert sft["packing"]["conversations"] > 100
+    # GRPO logged what the issue asks for, every step it logged
+    with open(out["grpo"].path("metrics.jsonl")) as f:
+        grpo_metrics = [json.loads(line) for line in f]
+    assert [m["step"] for m in grpo_metrics] == [2, 4]
+    for key in ("reward", "reward/accuracy", "reward/format", "reward_std", "zero_std_fraction", "kl",
+                "clip_fraction", "completion_length", "entropy"):
+        assert key in grpo_metrics[-1], key
+    # the student is the tiny-student shape, sharing the teacher's vocabulary
+    with open(out["distill"].path("model/config.json")) as f:
+        student = json.load(f)
+    assert student["hidden_size"] == 128 and student["vocab_size"] == 1024
+    distill = out["distill"].manifest["results"]
+    assert distill["teacher_samples"]["sampled"] == distill["teacher_samples"]["kept"] + sum(
+        distill["teacher_samples"]["rejected_by_reason"].values())
+    assert distill["held_out"]["student"]["teacher_kl"] >= 0 and "baseline" in distill["held_out"]
+    with open(out["posttrain_evaluate"].path("report.json")) as f:
+        report = json.load(f)
+    assert list(report["models"]) == ["extend_128k", "sft", "grpo", "distill"]
+    assert all(0 <= m["greedy"]["reward/format"] <= 1 for m in report["models"].values())
+    assert os.path.getsize(out["posttrain_evaluate"].path("posttrain.png")) > 1000
+    # MLflow: each registered model names its parent model and its data
+    upstream = lambda o: client.get_run(o.run_id).data.tags[tracking.TAG_UPSTREAM].split(",")  # noqa: E731
+    assert upstream(out["sft"]) == [out[s].run_id for s in ("extend_128k", "posttrain_data", "tokenizer")]
+    assert upstream(out["grpo"])[0] == out["sft"].run_id
+    for stage, parent in (("sft", "extend_128k"), ("grpo", "sft"), ("distill", "grpo")):
+        [version] = client.search_model_versions(f"name='tiny-{stage}'")
+        assert version.run_id == out[stage].run_id
+        assert version.tags["seekforge.parent_model"] == out[parent].manifest["results"]["mlflow_model"]
+        assert version.tags["seekforge.training_data"] == out["posttrain_data"].uri

@@ -1,6 +1,5 @@
 """The evaluation harnesses give the right answers on known inputs."""
 
-import math
 import re
 
 import numpy as np

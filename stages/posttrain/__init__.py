@@ -1,0 +1,1 @@
+"""Post-training: chat data, verifiable tasks, rewards, SFT/GRPO/distillation helpers."""
