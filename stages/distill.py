@@ -19,6 +19,7 @@ problems, and the students' per-token KL(teacher || student) on teacher completi
 import dataclasses
 import os
 import shutil
+from typing import Any
 
 from stages.config import ConfigError
 from stages.data_common import tokenizer_file
@@ -34,7 +35,7 @@ METHODS = ("sequence", "logit", "both")
 @dataclasses.dataclass(frozen=True)
 class DistillConfig(TrainingConfig):
     student_preset: str = "tiny-student"
-    student_overrides: dict = dataclasses.field(default_factory=dict)
+    student_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)   # e.g. {vocab_size: 1024}
     method: str = "logit"                # sequence | logit | both
     divergence: str = "forward_kl"       # forward_kl = KL(teacher || student) | reverse_kl = KL(student || teacher)
     kd_temperature: float = 1.0
