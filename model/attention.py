@@ -9,10 +9,13 @@ Shapes: b batch, s queries, t keys, h heads, r kv_lora_rank, p qk_rope_head_dim,
 n qk_nope_head_dim, v v_head_dim.
 """
 
+import functools
+
 import keras
 from keras import ops
 
 from model.config import ModelConfig
+from model.masks import causal_mask, mask_bias
 from model.rmsnorm import RMSNorm
 from model.rope import apply_rope, yarn_mscale
 
@@ -24,6 +27,41 @@ def softmax_scale(cfg: ModelConfig) -> float:
     if yarn is not None and yarn["mscale_all_dim"]:
         scale *= yarn_mscale(yarn["factor"], yarn["mscale_all_dim"]) ** 2
     return scale
+
+
+def _fused_causal_attention(q_nope, q_pe, k_nope, k_pe, value, scale):
+    """jax.nn.dot_product_attention (cuDNN flash attention for 16-bit inputs on GPU, XLA
+    elsewhere) over [nope; rope] heads. It needs one head dim for q, k and v, so the values
+    are zero-padded to qk_head_dim and the padding sliced off after. -> [b, s, h, v]."""
+    import jax
+
+    heads, dtype = q_nope.shape[2], value.dtype
+    query = ops.cast(ops.concatenate([q_nope, ops.cast(q_pe, q_nope.dtype)], axis=-1), dtype)
+    k_pe = ops.broadcast_to(k_pe[:, :, None, :], (*ops.shape(k_pe)[:2], heads, k_pe.shape[-1]))
+    key = ops.cast(ops.concatenate([k_nope, ops.cast(k_pe, k_nope.dtype)], axis=-1), dtype)
+    v_dim = value.shape[-1]
+    padded = ops.pad(value, [(0, 0), (0, 0), (0, 0), (0, query.shape[-1] - v_dim)])
+    use_cudnn = _cudnn_attention_compiles(query.shape[-1], str(query.dtype))
+    out = jax.nn.dot_product_attention(query, key, padded, scale=scale, is_causal=True,
+                                       implementation="cudnn" if use_cudnn else "xla")
+    return out[..., :v_dim]
+
+
+@functools.lru_cache(maxsize=None)
+def _cudnn_attention_compiles(head_dim: int, dtype: str) -> bool:
+    """Whether cuDNN's fused attention takes this head dim and dtype here: compiled once on
+    a small problem, because an unsupported case fails only when the whole step compiles."""
+    import jax
+
+    if jax.devices()[0].platform != "gpu" or dtype not in ("bfloat16", "float16"):
+        return False
+    shape = jax.ShapeDtypeStruct((1, 256, 2, head_dim), dtype)
+    attend = functools.partial(jax.nn.dot_product_attention, is_causal=True, implementation="cudnn")
+    try:
+        jax.jit(jax.grad(lambda q, k, v: attend(q, k, v).astype("float32").sum())).lower(shape, shape, shape).compile()
+        return True
+    except Exception:  # any refusal (shape, version, driver) means: use the XLA path
+        return False
 
 
 class MultiHeadLatentAttention(keras.layers.Layer):
@@ -89,13 +127,19 @@ class MultiHeadLatentAttention(keras.layers.Layer):
     # ------------------------------------------------------------------ naive path
     def call(self, x, cos, sin, mask):
         """Training path. x [b, s, hidden]; cos/sin [b, s, p/2]; mask [b or 1, s, s], the
-        additive bias of model.masks."""
+        additive bias of model.masks, or None for plain causal attention (on JAX: a fused
+        attention kernel that never holds the [s, s] scores)."""
         cfg = self.cfg
         q_nope, q_pe = self._queries(x, cos, sin)
         c_kv, k_pe = self.latent(x, cos, sin)
         kv = ops.reshape(self.kv_b_proj(c_kv), (*ops.shape(x)[:2], cfg.num_attention_heads,
                                                  cfg.qk_nope_head_dim + cfg.v_head_dim))
         k_nope, value = kv[..., :cfg.qk_nope_head_dim], kv[..., cfg.qk_nope_head_dim:]
+        if mask is None and keras.backend.backend() == "jax":
+            out = _fused_causal_attention(q_nope, q_pe, k_nope, k_pe, value, self.scale)
+            return self.o_proj(ops.reshape(out, (*ops.shape(x)[:2], -1)))
+        if mask is None:
+            mask = mask_bias(causal_mask(ops.shape(x)[1]))
         # q.k over the concatenated [nope; rope] head dim, with the rope key shared by heads
         scores = (ops.einsum("bshn,bthn->bhst", q_nope, k_nope)
                   + ops.einsum("bshp,btp->bhst", q_pe, k_pe)) * self.scale

@@ -1,14 +1,25 @@
 """The routed experts' SwiGLU, computed only for the (token, expert) pairs the router chose.
 
-Assignments are sorted by expert; then one of two grouped-matmul paths runs, chosen by
-`expert_matmul_impl` (both are tested against a dense reference):
+Assignments are sorted by expert; then one of these grouped-matmul paths runs, chosen by
+`expert_matmul_impl` (each is tested against a dense reference):
 
 - "blocks" (portable, every backend): each expert's rows are padded to a multiple of a
   block size, blocks of rows are multiplied by their expert's weights in one batched
   matmul. Static shapes (XLA-friendly), no token dropping, experts with zero tokens
   cost nothing but the at most n_routed_experts spare blocks that the static bound
   reserves.
-- "ragged_dot" (JAX only): jax.lax.ragged_dot over the sorted rows.
+- "capacity" (portable): rows scattered into a [experts, capacity, hidden] buffer and one
+  batched matmul over experts (no weight gather). The capacity is static, CAPACITY_FACTOR
+  times the mean rows per expert; when an expert gets more rows than that, the step runs
+  "blocks" instead (a cond), so no token is ever dropped.
+- "ragged_dot" (JAX only): jax.lax.ragged_dot over the sorted rows. On GPU, XLA computes
+  it as a dense product per group (about 1/E of the matmul rate): correct but slow.
+- "grouped_gemm" (JAX on Hopper GPUs, bf16): JAX's Pallas Mosaic-GPU grouped GEMM kernels
+  with a custom VJP (model/experts_grouped_gemm.py); other dtypes or devices use "capacity".
+
+The default is "grouped_gemm" on JAX (fastest forward + backward on an H200: 9.0 ms vs
+14.0 for "capacity", 85 for "blocks", 240 for "ragged_dot" at the `small` preset's training
+shapes; benchmarks/bench_gpu_small.py, benchmarks/RESULTS.md) and "blocks" on TensorFlow.
 
 No Python loop over tokens or experts, and no expert runs on tokens it was not chosen for.
 """
@@ -17,10 +28,12 @@ import keras
 from keras import ops
 
 MAX_BLOCK_SIZE = 64
+CAPACITY_FACTOR = 1.25
+IMPLS = ("blocks", "capacity", "ragged_dot", "grouped_gemm")
 
 
 def default_impl() -> str:
-    return "ragged_dot" if keras.backend.backend() == "jax" else "blocks"
+    return "grouped_gemm" if keras.backend.backend() == "jax" else "blocks"
 
 
 def _block_size(num_rows, num_experts: int) -> int:
@@ -85,6 +98,40 @@ def _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down
     return ops.take(ops.reshape(out, (num_slots, -1)), slot, axis=0)
 
 
+def _capacity(num_rows: int, num_experts: int) -> int:
+    """Static rows per expert of the "capacity" layout: CAPACITY_FACTOR x the mean, rounded
+    up to a multiple of 8 (of 128 for training-size batches, for the matmul tiles)."""
+    mean = -(-num_rows // num_experts)
+    multiple = 128 if mean >= 512 else 8
+    return -(-int(mean * CAPACITY_FACTOR) // multiple) * multiple
+
+
+def _swiglu_capacity(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down):
+    """Per-expert padded SwiGLU: [E, capacity, H] x [E, H, I] batched matmuls."""
+    num_rows = sorted_experts.shape[0]
+    num_experts = w_gate.shape[0]
+    if not isinstance(num_rows, int):  # dynamic batch (TF graphs): no static capacity
+        return _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
+    capacity = _capacity(num_rows, num_experts)
+    counts = ops.cast(counts, "int32")
+    rank = ops.arange(num_rows, dtype="int32") - ops.take(ops.cumsum(counts) - counts, sorted_experts)
+
+    def padded():
+        slot = ops.cast(sorted_experts, "int32") * capacity + rank
+        # source token + 1 of each slot, 0 for padding (zero rows: they add nothing to dW)
+        slot_source = ops.scatter(slot[:, None], token_of_row + 1, (num_experts * capacity,))
+        rows = ops.take(x, ops.maximum(slot_source - 1, 0), axis=0) * ops.cast(slot_source > 0, x.dtype)[:, None]
+        rows = ops.reshape(rows, (num_experts, capacity, -1))
+        hidden = ops.silu(ops.einsum("ech,ehi->eci", rows, w_gate)) * ops.einsum("ech,ehi->eci", rows, w_up)
+        out = ops.einsum("eci,eih->ech", hidden, w_down)
+        return ops.take(ops.reshape(out, (num_experts * capacity, -1)), slot, axis=0)
+
+    def blocks():
+        return _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
+
+    return ops.cond(ops.max(counts) <= capacity, padded, blocks)
+
+
 def _swiglu_ragged_dot(x, token_of_row, counts, w_gate, w_up, w_down):
     import jax  # only reached on the JAX backend
 
@@ -107,10 +154,19 @@ def routed_expert_ffn(x, expert_indices, expert_weights, w_gate, w_up, w_down, i
     token_of_row = ops.cast(order // top_k, "int32")
     if impl == "blocks":
         out_sorted = _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
+    elif impl == "capacity":
+        out_sorted = _swiglu_capacity(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
     elif impl == "ragged_dot":
         out_sorted = _swiglu_ragged_dot(x, token_of_row, counts, w_gate, w_up, w_down)
+    elif impl == "grouped_gemm":
+        from model.experts_grouped_gemm import grouped_gemm_supported, swiglu_grouped_gemm
+
+        if grouped_gemm_supported(x.dtype):
+            out_sorted = swiglu_grouped_gemm(x, token_of_row, counts, w_gate, w_up, w_down)
+        else:
+            out_sorted = _swiglu_capacity(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
     else:
-        raise ValueError(f"unknown expert_matmul_impl {impl!r}; use 'blocks' or 'ragged_dot'")
+        raise ValueError(f"unknown expert_matmul_impl {impl!r}; use one of {IMPLS}")
     out = ops.reshape(ops.take(out_sorted, inverse, axis=0), (-1, top_k, ops.shape(x)[-1]))
     return ops.sum(out * ops.cast(expert_weights, out.dtype)[..., None], axis=1)
 

@@ -82,7 +82,9 @@ class DeepSeekV3CausalLM(keras.Model):
         if position_ids is None:
             position_ids = ops.arange(seq_len)[None, :]
         cos, sin = self._rope(position_ids)
-        mask = mask_bias(causal_mask(seq_len, segment_ids))
+        # plain causal attention on JAX is left to a fused kernel (mask None: model/attention.py)
+        plain_causal = segment_ids is None and keras.backend.backend() == "jax"
+        mask = None if plain_causal else mask_bias(causal_mask(seq_len, segment_ids))
         h = self.embed_tokens(token_ids)
         aux = []
         for layer in self.decoder_layers:

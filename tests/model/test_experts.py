@@ -8,7 +8,7 @@ from keras import ops
 
 from model.experts import RoutedExperts, _block_size, routed_expert_ffn
 
-IMPLS = ["blocks"] + (["ragged_dot"] if keras.backend.backend() == "jax" else [])
+IMPLS = ["blocks", "capacity"] + (["ragged_dot", "grouped_gemm"] if keras.backend.backend() == "jax" else [])
 
 
 def silu(x):
@@ -80,3 +80,19 @@ def test_block_size_tracks_rows_per_expert():
     assert _block_size(4, 16) == 1          # one decoding token: no expert is padded to a big block
     assert _block_size(8192, 16) == 64      # training batch: full blocks
     assert _block_size(300, 16) == 16
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_over_capacity_falls_back_without_dropping(impl):
+    """Every token to the same two experts: far over the "capacity" layout's static bound."""
+    x, indices, weights, w = make_inputs(64, 16, 2, allowed=[3, 9])
+    ours = ops.convert_to_numpy(routed_expert_ffn(x, indices, weights, *w, impl=impl))
+    np.testing.assert_allclose(ours, reference(x, indices, weights, *w), rtol=1e-4, atol=1e-5)
+
+
+def test_capacity_is_static_and_covers_the_mean():
+    from model.experts import _capacity
+
+    assert _capacity(6, 64) == 8                      # one decoding token, top-6 of 64
+    assert _capacity(8 * 4096 * 6, 64) % 128 == 0     # training batch: whole matmul tiles
+    assert _capacity(8 * 4096 * 6, 64) >= 8 * 4096 * 6 / 64 * 1.25
