@@ -18,13 +18,11 @@ problems, and the students' per-token KL(teacher || student) on teacher completi
 
 import dataclasses
 import os
-import shutil
 from typing import Any
 
 from stages.config import ConfigError
-from stages.data_common import tokenizer_file
 from stages.posttrain import upstream
-from stages.pretrain import code_files, export_model
+from stages.pretrain import code_files, publish_model
 from stages.registry import stage
 from stages.sft import POSTTRAIN_CODE, assistant_loss, encode_all
 from stages.trainer.config import TrainingConfig
@@ -154,7 +152,6 @@ DISTILL_CODE = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), "p
        code_files=(*code_files(), *POSTTRAIN_CODE, *DISTILL_CODE))
 def run(ctx):
     from stages import tracking
-    from stages.mlflow_model import log_and_register
 
     cfg = ctx.config
     parent, data = ctx.inputs["grpo"], ctx.inputs["posttrain_data"]
@@ -191,13 +188,10 @@ def run(ctx):
         baseline_rows = encode_all(template, reference_conversations(problems), cfg.seq_len)
         baseline, _ = train_student(cfg, baseline_rows, os.path.join(ctx.work_dir, "baseline"), None, log("baseline"))
         report["baseline"] = student_report(baseline, teacher, template, held_out, kl_rows, cfg)
-    export_model(student, ctx.output_dir)
-    shutil.copy(os.path.join(ctx.work_dir, "student", "metrics.jsonl"), os.path.join(ctx.output_dir, "metrics.jsonl"))
-    model_uri = log_and_register(
-        os.path.join(ctx.output_dir, "model"), tokenizer_file(ctx.inputs["tokenizer"]),
-        f"{ctx.full_config.pipeline.name}-distill",
-        lineage={"parent_model": parent.manifest["results"]["mlflow_model"], "teacher_model":
-                 parent.manifest["results"]["mlflow_model"], "training_data": data.uri})
+    model_uri = publish_model(ctx, student, os.path.join(ctx.work_dir, "student", "metrics.jsonl"),
+                              lineage={"parent_model": parent.manifest["results"]["mlflow_model"],
+                                       "teacher_model": parent.manifest["results"]["mlflow_model"],
+                                       "training_data": data.uri})
     return {"model": "model", "checkpoint": "checkpoint/final", "steps": cfg.steps, "mlflow_model": model_uri,
             "student_parameters": student.count_params(), "teacher_samples": sampling, "held_out": report,
             "final": {k: v for k, v in summary.items() if "/moe_" not in k}}

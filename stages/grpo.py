@@ -9,13 +9,11 @@ Before/after on held-out problems: mean reward, accuracy and format compliance.
 
 import dataclasses
 import os
-import shutil
 
 from stages.config import ConfigError
-from stages.data_common import tokenizer_file
 from stages.posttrain import upstream
 from stages.posttrain.grpo_loss import LOSS_TYPES
-from stages.pretrain import code_files, export_model
+from stages.pretrain import code_files, publish_model
 from stages.registry import stage
 from stages.sft import POSTTRAIN_CODE
 from stages.trainer.config import OptimizerConfig
@@ -79,7 +77,6 @@ def held_out_report(model, template, problems, cfg: GRPOConfig) -> dict:
        code_files=(*code_files(), *POSTTRAIN_CODE, *GRPO_CODE))
 def run(ctx):
     from stages import tracking
-    from stages.mlflow_model import log_and_register
     from stages.posttrain.grpo_trainer import GRPOTrainer
     from stages.posttrain.policy_eval import examples
 
@@ -99,13 +96,10 @@ def run(ctx):
     summary = trainer.fit(train_problems)
     ctx.log("held-out evaluation of the GRPO model")
     after = held_out_report(policy, template, held_out, cfg)
-    export_model(policy, ctx.output_dir)
-    shutil.copy(os.path.join(ctx.work_dir, "metrics.jsonl"), os.path.join(ctx.output_dir, "metrics.jsonl"))
-    model_uri = log_and_register(
-        os.path.join(ctx.output_dir, "model"), tokenizer_file(ctx.inputs["tokenizer"]),
-        f"{ctx.full_config.pipeline.name}-grpo",
-        lineage={"parent_model": parent.manifest["results"]["mlflow_model"], "reference_model":
-                 parent.manifest["results"]["mlflow_model"], "training_data": data.uri})
+    model_uri = publish_model(ctx, policy, os.path.join(ctx.work_dir, "metrics.jsonl"),
+                              lineage={"parent_model": parent.manifest["results"]["mlflow_model"],
+                                       "reference_model": parent.manifest["results"]["mlflow_model"],
+                                       "training_data": data.uri})
     return {"model": "model", "checkpoint": "checkpoint/final", "steps": cfg.steps, "mlflow_model": model_uri,
             "held_out": {"before": before, "after": after},
             "examples": examples(policy, template, held_out, cfg.max_completion_length), "final": summary}

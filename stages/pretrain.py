@@ -44,7 +44,6 @@ def tokenizer_special_ids(tokenizer_output) -> dict[str, int]:
 def train_stage(ctx, model_config, init_checkpoint: str | None = None) -> dict:
     """Shared by pretrain and the context-extension stages."""
     from stages import tracking
-    from stages.mlflow_model import log_and_register
     from stages.trainer.loop import Trainer
 
     special = tokenizer_special_ids(ctx.inputs["tokenizer"])
@@ -58,12 +57,21 @@ def train_stage(ctx, model_config, init_checkpoint: str | None = None) -> dict:
     trainer = Trainer(model_config, ctx.config, ctx.work_dir,
                       log_metrics=lambda metrics, step: ml.log_metrics(metrics, step=step))
     summary = trainer.fit(ctx.inputs["tokenize"].uri, special["eos"], init_weights=init_checkpoint)
-    export_model(trainer.model, ctx.output_dir)
-    shutil.copy(os.path.join(ctx.work_dir, "metrics.jsonl"), os.path.join(ctx.output_dir, "metrics.jsonl"))
-    model_uri = log_and_register(os.path.join(ctx.output_dir, "model"), tokenizer_file(ctx.inputs["tokenizer"]),
-                                 f"{ctx.full_config.pipeline.name}-{ctx.stage}")
+    model_uri = publish_model(ctx, trainer.model, os.path.join(ctx.work_dir, "metrics.jsonl"))
     return {"model": "model", "checkpoint": "checkpoint/final", "steps": ctx.config.steps, "mlflow_model": model_uri,
             "final": {k: v for k, v in summary.items() if "/moe_" not in k}}
+
+
+def publish_model(ctx, model, metrics_file: str, lineage: dict[str, str] | None = None) -> str:
+    """What every training stage publishes: the exported model, its training metrics
+    (metrics.jsonl) and an MLflow model registered as `<pipeline>-<stage>` with its
+    lineage tags. Returns the logged model's URI."""
+    from stages.mlflow_model import log_and_register
+
+    export_model(model, ctx.output_dir)
+    shutil.copy(metrics_file, os.path.join(ctx.output_dir, "metrics.jsonl"))
+    return log_and_register(os.path.join(ctx.output_dir, "model"), tokenizer_file(ctx.inputs["tokenizer"]),
+                            f"{ctx.full_config.pipeline.name}-{ctx.stage}", lineage)
 
 
 def export_model(model, output_dir: str) -> None:

@@ -14,13 +14,11 @@ reward, accuracy and format compliance of greedy answers to held-out problems.
 import dataclasses
 import math
 import os
-import shutil
 
 from stages.config import ConfigError
-from stages.data_common import tokenizer_file
 from stages.posttrain import upstream
 from stages.posttrain.packing import pack
-from stages.pretrain import code_files, export_model
+from stages.pretrain import code_files, publish_model
 from stages.registry import stage
 from stages.trainer.config import TrainingConfig
 
@@ -92,7 +90,6 @@ def encode_all(template, conversations: list[dict], seq_len: int):
 def run(ctx):
     from model.config import ModelConfig
     from stages import tracking
-    from stages.mlflow_model import log_and_register
     from stages.posttrain.policy_eval import examples
     from stages.trainer.input import array_dataset
     from stages.trainer.loop import Trainer
@@ -116,12 +113,9 @@ def run(ctx):
                              init_weights=upstream.checkpoint(parent))
     ctx.log("held-out evaluation of the fine-tuned model")
     after = held_out_report(trainer.model, template, held_out_rows, problems, cfg)
-    export_model(trainer.model, ctx.output_dir)
-    shutil.copy(os.path.join(ctx.work_dir, "metrics.jsonl"), os.path.join(ctx.output_dir, "metrics.jsonl"))
-    model_uri = log_and_register(
-        os.path.join(ctx.output_dir, "model"), tokenizer_file(ctx.inputs["tokenizer"]),
-        f"{ctx.full_config.pipeline.name}-sft",
-        lineage={"parent_model": parent.manifest["results"].get("mlflow_model", parent.uri), "training_data": data.uri})
+    model_uri = publish_model(ctx, trainer.model, os.path.join(ctx.work_dir, "metrics.jsonl"),
+                              lineage={"parent_model": parent.manifest["results"]["mlflow_model"],
+                                       "training_data": data.uri})
     return {"model": "model", "checkpoint": "checkpoint/final", "steps": cfg.steps, "mlflow_model": model_uri,
             "packing": {"rows": len(train_rows.token_ids), "conversations": train_rows.samples,
                         "dropped_too_long": train_rows.dropped_too_long, "target_tokens": train_rows.target_tokens},
