@@ -107,22 +107,16 @@ def reference_conversations(problems: list[dict]) -> list[dict]:
                                          {"role": "assistant", "content": worked_solution(p)}]} for p in problems]
 
 
-def teacher_kl(student, teacher, rows, batch_size: int = 8) -> float:
+def teacher_kl(student, teacher, rows) -> float:
     """Mean per-token KL(teacher || student) over the assistant tokens of packed rows."""
-    from keras import ops
-
     from model.losses import distillation_loss
+    from stages.posttrain.policy_eval import mean_over_targets
 
-    features, total, count = rows.features(), 0.0, 0.0
-    for start in range(0, len(rows.token_ids), batch_size):
-        b = {k: v[start:start + batch_size] for k, v in features.items()}
-        args = (b["token_ids"],)
-        kwargs = dict(segment_ids=b["segment_ids"], position_ids=b["position_ids"])
-        valid = float((b["loss_mask"][:, 1:] * (b["segment_ids"][:, 1:] == b["segment_ids"][:, :-1])).sum())
-        kl = distillation_loss(student(*args, **kwargs), teacher(*args, **kwargs), b["token_ids"], "forward_kl",
-                               1.0, b["loss_mask"], b["segment_ids"])
-        total, count = total + float(ops.convert_to_numpy(kl)) * valid, count + valid
-    return total / max(count, 1.0)
+    def batch_kl(batch, count):
+        ids, where = batch["token_ids"], dict(segment_ids=batch["segment_ids"], position_ids=batch["position_ids"])
+        return distillation_loss(student(ids, **where), teacher(ids, **where), ids, "forward_kl", 1.0,
+                                 batch["loss_mask"], batch["segment_ids"], count)
+    return mean_over_targets(rows, batch_kl)
 
 
 def train_student(cfg: DistillConfig, rows, work_dir: str, teacher=None, log_metrics=None):

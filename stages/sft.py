@@ -54,22 +54,15 @@ def with_epochs(cfg: SFTConfig, rows: int) -> SFTConfig:
     return dataclasses.replace(cfg, steps=steps, decay_steps=decay)
 
 
-def assistant_loss(model, rows, batch_size: int = 8) -> float:
+def assistant_loss(model, rows) -> float:
     """Mean cross-entropy over the assistant tokens of packed rows (the SFT objective)."""
-    from keras import ops
-
     from model.losses import shifted_cross_entropy
+    from stages.posttrain.policy_eval import mean_over_targets
 
-    total, count = 0.0, 0.0
-    features = rows.features()
-    for start in range(0, len(rows.token_ids), batch_size):
-        batch = {k: v[start:start + batch_size] for k, v in features.items()}
+    def batch_loss(batch, count):
         logits = model(batch["token_ids"], segment_ids=batch["segment_ids"], position_ids=batch["position_ids"])
-        valid = float((batch["loss_mask"][:, 1:] * (batch["segment_ids"][:, 1:] == batch["segment_ids"][:, :-1])).sum())
-        mean = float(ops.convert_to_numpy(shifted_cross_entropy(logits, batch["token_ids"], 1, batch["loss_mask"],
-                                                                 batch["segment_ids"])))
-        total, count = total + mean * valid, count + valid
-    return total / max(count, 1.0)
+        return shifted_cross_entropy(logits, batch["token_ids"], 1, batch["loss_mask"], batch["segment_ids"], count)
+    return mean_over_targets(rows, batch_loss)
 
 
 def held_out_report(model, template, held_out_rows, problems, cfg) -> dict:

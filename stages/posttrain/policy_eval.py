@@ -36,3 +36,21 @@ def examples(model, template, problems: list[dict], max_new_tokens: int, count: 
     outs = model.generate([template.encode_prompt(p["prompt"]) for p in problems[:count]], max_new_tokens)
     return [{"prompt": p["prompt"], "answer": p["answer"], "completion": template.decode_reply(ids)}
             for p, ids in zip(problems, outs)]
+
+
+def mean_over_targets(rows, batch_loss, batch_size: int = 8) -> float:
+    """The token mean of a per-target loss over packed rows. batch_loss(batch, count) must
+    divide its batch's sum by `count`, the number of targets in ALL rows
+    (model.losses.target_counts), so the batches' results add up to the exact mean, as
+    the trainer's micro-batches do."""
+    from keras import ops
+
+    from model.losses import target_counts
+
+    features = rows.features()
+    count = target_counts(features["token_ids"], 0, features["loss_mask"], features["segment_ids"])[0]
+    total = 0.0
+    for start in range(0, len(rows.token_ids), batch_size):
+        batch = {k: v[start:start + batch_size] for k, v in features.items()}
+        total += float(ops.convert_to_numpy(batch_loss(batch, count)))
+    return total

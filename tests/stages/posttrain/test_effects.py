@@ -19,11 +19,11 @@ from stages.posttrain.tasks import generate_problems, problem_id, split_problems
 from stages.trainer.config import TrainingConfig
 from stages.trainer.input import array_dataset
 from stages.trainer.loop import Trainer
+from tests.stages.test_training_stages import MODEL as PIPELINE_MODEL
 
 REWARDS = {"accuracy": 1.0, "format": 1.0}
-MODEL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=2,
-             num_attention_heads=2, q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
-             v_head_dim=16, n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2)
+# the end-to-end pipeline test's model, with the test tokenizer's vocabulary
+MODEL = {**PIPELINE_MODEL, "vocab_size": 512}
 
 
 def conversations(template, problems):
