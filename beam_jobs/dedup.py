@@ -4,6 +4,8 @@ components computed inside Beam.
     python -m beam_jobs.dedup --input 'DIR/kept-*.parquet' --output DIR \\
         [--threshold 0.8] [--num-perm 120] [--bands 20] [--rows 6] [--ngram 5] [--cc-rounds 6]
 
+In process: `dedup.run(dedup.DedupParams(input=GLOB, output=DIR, threshold=0.8, ...), beam_args)`.
+
 Steps (each a transform below):
   1. signatures and content hashes in one pass over the text (datasketch MinHash over
      word n-gram shingles); exact: group ids by content hash, the smallest id survives,
@@ -20,7 +22,7 @@ Steps (each a transform below):
      before this step; the decisions are joined back onto the documents once.
 Outputs DIR/kept-*.parquet, DIR/removed-*.parquet and DIR/job-manifest.json."""
 
-import argparse
+import dataclasses
 import logging
 import sys
 import typing
@@ -33,6 +35,30 @@ from beam_jobs.components import ConnectedComponents, check_converged
 from beam_jobs.documents import REMOVED_SCHEMA, content_hash, removed
 from beam_jobs.minhash import (DEFAULT_BANDS, DEFAULT_NGRAM, DEFAULT_NUM_PERM, DEFAULT_ROWS,
                                DEFAULT_THRESHOLD, Signer, band_keys, check_banding)
+from beam_jobs.params import JobParams, ParamError, param, parse_args as _parse_args
+
+DEFAULT_CC_ROUNDS = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupParams(JobParams):
+    input: str = param(help="glob of document Parquet files")
+    output: str = param(help="output directory")
+    threshold: float = param(DEFAULT_THRESHOLD, help="Jaccard similarity of duplicates, in (0, 1]")
+    num_perm: int = param(DEFAULT_NUM_PERM, minimum=1, help="MinHash permutations")
+    bands: int = param(DEFAULT_BANDS, minimum=1, help="LSH bands (bands x rows <= num_perm)")
+    rows: int = param(DEFAULT_ROWS, minimum=1, help="rows per LSH band")
+    ngram: int = param(DEFAULT_NGRAM, minimum=1, help="words per shingle")
+    cc_rounds: int = param(DEFAULT_CC_ROUNDS, minimum=1,
+                           help="large-star/small-star rounds (checked for convergence)")
+
+    def check(self):
+        if not 0.0 < self.threshold <= 1.0:
+            raise ParamError("threshold", f"must be in (0, 1], got {self.threshold}")
+        try:
+            check_banding(self.num_perm, self.bands, self.rows)
+        except ValueError as e:
+            raise ParamError("bands", str(e)) from None
 
 
 def _exact_groups(keyed):
@@ -136,14 +162,12 @@ def _apply(keyed):
             yield beam.pvalue.TaggedOutput("removed", removed(doc, reason, detail, cluster_id=root, kept_id=root))
 
 
-def build(pipeline, input_glob, output, threshold=DEFAULT_THRESHOLD, num_perm=DEFAULT_NUM_PERM,
-          bands=DEFAULT_BANDS, rows=DEFAULT_ROWS, ngram=DEFAULT_NGRAM, cc_rounds=6):
+def build(pipeline, params: DedupParams):
     """Only ids, hashes and signatures are shuffled until the last step, which joins
     the decisions back onto the documents (the one shuffle of document text)."""
-    check_banding(num_perm, bands, rows)
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"--threshold must be in (0, 1], got {threshold}")
-    docs = (parquet_io.read(pipeline, input_glob)
+    num_perm, bands, rows, ngram = params.num_perm, params.bands, params.rows, params.ngram
+    threshold, cc_rounds, output = params.threshold, params.cc_rounds, params.output
+    docs = (parquet_io.read(pipeline, params.input)
             | "Count in" >> beam.ParDo(accounting.CountAs("in")))
     signed = (docs | "Sign" >> beam.ParDo(Sign(num_perm, ngram))
               .with_output_types(typing.Any).with_outputs("signatures", main="hashes"))
@@ -179,28 +203,26 @@ def build(pipeline, input_glob, output, threshold=DEFAULT_THRESHOLD, num_perm=DE
                      output, "removed", REMOVED_SCHEMA)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m beam_jobs.dedup", description=__doc__.splitlines()[0])
-    p.add_argument("--input", required=True, help="glob of document Parquet files")
-    p.add_argument("--output", required=True)
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="Jaccard similarity of duplicates")
-    p.add_argument("--num-perm", type=int, default=DEFAULT_NUM_PERM)
-    p.add_argument("--bands", type=int, default=DEFAULT_BANDS)
-    p.add_argument("--rows", type=int, default=DEFAULT_ROWS)
-    p.add_argument("--ngram", type=int, default=DEFAULT_NGRAM, help="words per shingle")
-    p.add_argument("--cc-rounds", type=int, default=6, help="large-star/small-star rounds (checked for convergence)")
-    return p
+def run(params: DedupParams, beam_args=()) -> dict:
+    """Run the job; returns its manifest (also written to OUTPUT/job-manifest.json)."""
+    params.validate()
+    pipeline = beam.Pipeline(options=options.pipeline_options(beam_args))
+    build(pipeline, params)
+    return accounting.run_and_account(pipeline, params.output, "dedup", dataclasses.asdict(params),
+                                      check=check_converged)
 
 
-def run(argv=None) -> dict:
-    args, beam_options = options.parse(parser(), argv)
-    pipeline = beam.Pipeline(options=beam_options)
-    build(pipeline, args.input, args.output, args.threshold, args.num_perm, args.bands, args.rows,
-          args.ngram, args.cc_rounds)
-    return accounting.run_and_account(pipeline, args.output, "dedup", vars(args), check=check_converged)
+def parse_args(argv=None) -> tuple[DedupParams, list[str]]:
+    return _parse_args(DedupParams, argv, "python -m beam_jobs.dedup", __doc__)
+
+
+def main(argv=None) -> int:
+    params, beam_args = parse_args(argv)
+    manifest = run(params, beam_args)
+    print({k: manifest[k] for k in ("documents_in", "documents_kept", "removed_by_reason")})
+    return 0
 
 
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.WARNING)
-    manifest = run(sys.argv[1:])
-    print({k: manifest[k] for k in ("documents_in", "documents_kept", "removed_by_reason")})
+    sys.exit(main(sys.argv[1:]))

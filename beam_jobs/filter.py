@@ -3,9 +3,10 @@ checks for code. Every rule is configurable; every removal is counted by rule an
 to DIR/removed-*.parquet with its reason and the measured value.
 
     python -m beam_jobs.filter --input 'DIR/kept-*.parquet' --output DIR \\
-        [--text-rules '{"min_words": 20}'] [--code-rules '{"max_line_length": 400}']"""
+        [--text-rules '{"min_words": 20}'] [--code-rules '{"max_line_length": 400}']
 
-import argparse
+In process: `filter.run(filter.FilterParams(input=GLOB, output=DIR, text=TextRules(min_words=20)), beam_args)`."""
+
 import dataclasses
 import json
 import logging
@@ -16,7 +17,39 @@ import apache_beam as beam
 
 from beam_jobs import accounting, options, parquet_io
 from beam_jobs.documents import REMOVED_SCHEMA, removed
-from beam_jobs.quality import CodeRules, TextRules, check_code, check_text, rules_from_dict
+from beam_jobs.params import JobParams, ParamError, param, parse_args as _parse_args
+from beam_jobs.quality import CodeRules, TextRules, check_code, check_text, rule_problems, rules_from_dict
+
+
+def _rules_parser(cls):
+    """--text-rules / --code-rules: a JSON object of overrides of the defaults."""
+    def parse(value: str):
+        try:
+            obj = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise ValueError("must be a JSON object")
+        return rules_from_dict(cls, obj)
+    parse.__name__ = f"{cls.__name__} JSON"
+    return parse
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterParams(JobParams):
+    input: str = param(help="glob of document Parquet files")
+    output: str = param(help="output directory")
+    text: TextRules = param(factory=TextRules, flag="--text-rules", parse=_rules_parser(TextRules), show="{}",
+                            help=f"JSON overrides of the text rules {[f.name for f in dataclasses.fields(TextRules)]}")
+    code: CodeRules = param(factory=CodeRules, flag="--code-rules", parse=_rules_parser(CodeRules), show="{}",
+                            help=f"JSON overrides of the code rules {[f.name for f in dataclasses.fields(CodeRules)]}")
+
+    def check(self):
+        for name, rules, cls in (("text", self.text, TextRules), ("code", self.code, CodeRules)):
+            if not isinstance(rules, cls):
+                raise ParamError(name, f"expected {cls.__name__}, got {type(rules).__name__}")
+            for field, message in rule_problems(rules):
+                raise ParamError(f"{name}.{field}", message)
 
 
 class ApplyRules(beam.DoFn):
@@ -35,49 +68,36 @@ class ApplyRules(beam.DoFn):
             yield beam.pvalue.TaggedOutput("removed", removed(doc, rule, detail))
 
 
-def build(pipeline, input_glob, output, text_rules=TextRules(), code_rules=CodeRules()):
-    judged = (parquet_io.read(pipeline, input_glob)
+def build(pipeline, params: FilterParams):
+    output = params.output
+    judged = (parquet_io.read(pipeline, params.input)
               | "Count in" >> beam.ParDo(accounting.CountAs("in"))
-              | "Apply rules" >> beam.ParDo(ApplyRules(text_rules, code_rules))
+              | "Apply rules" >> beam.ParDo(ApplyRules(params.text, params.code))
               .with_output_types(typing.Any).with_outputs("removed", main="kept"))
     parquet_io.write(judged.kept | "Count kept" >> beam.ParDo(accounting.CountAs("kept")), output, "kept")
     parquet_io.write(judged.removed | "Count removed" >> beam.ParDo(accounting.CountByReason("removed")),
                      output, "removed", REMOVED_SCHEMA)
 
 
-def _json_object(value: str) -> dict:
-    try:
-        obj = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return obj
+def run(params: FilterParams, beam_args=()) -> dict:
+    """Run the job; returns its manifest (also written to OUTPUT/job-manifest.json)."""
+    params.validate()
+    pipeline = beam.Pipeline(options=options.pipeline_options(beam_args))
+    build(pipeline, params)
+    return accounting.run_and_account(pipeline, params.output, "filter", dataclasses.asdict(params))
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m beam_jobs.filter", description=__doc__.splitlines()[0])
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--text-rules", type=_json_object, default={},
-                   help=f"JSON overrides of {[f.name for f in dataclasses.fields(TextRules)]}")
-    p.add_argument("--code-rules", type=_json_object, default={},
-                   help=f"JSON overrides of {[f.name for f in dataclasses.fields(CodeRules)]}")
-    return p
+def parse_args(argv=None) -> tuple[FilterParams, list[str]]:
+    return _parse_args(FilterParams, argv, "python -m beam_jobs.filter", __doc__)
 
 
-def run(argv=None) -> dict:
-    args, beam_options = options.parse(parser(), argv)
-    text_rules = rules_from_dict(TextRules, args.text_rules)
-    code_rules = rules_from_dict(CodeRules, args.code_rules)
-    pipeline = beam.Pipeline(options=beam_options)
-    build(pipeline, args.input, args.output, text_rules, code_rules)
-    params = {"input": args.input, "output": args.output, "text_rules": dataclasses.asdict(text_rules),
-              "code_rules": dataclasses.asdict(code_rules)}
-    return accounting.run_and_account(pipeline, args.output, "filter", params)
+def main(argv=None) -> int:
+    params, beam_args = parse_args(argv)
+    manifest = run(params, beam_args)
+    print({k: manifest[k] for k in ("documents_in", "documents_kept", "removed_by_reason")})
+    return 0
 
 
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.WARNING)
-    manifest = run(sys.argv[1:])
-    print({k: manifest[k] for k in ("documents_in", "documents_kept", "removed_by_reason")})
+    sys.exit(main(sys.argv[1:]))

@@ -18,6 +18,7 @@ DEFAULT_NGRAM = 5
 DEFAULT_THRESHOLD = 0.8
 SEED = 1
 SCHEME = "affine32"
+SIGNATURE_CHUNK = 1 << 15       # shingles per update_batch: bounds its [chunk, num_perm] matrix
 
 # Words: runs of ASCII letters/digits/underscore or non-ASCII bytes in the UTF-8 text,
 # ASCII lowercased; everything else separates. One bytes.translate + split (C speed).
@@ -90,9 +91,13 @@ class Signer:
 
     def signature(self, text: str, ngram: int = DEFAULT_NGRAM) -> np.ndarray:
         """datasketch MinHash over the document's shingle hashes (hashfunc = int: the
-        values are already 32-bit hashes; datasketch's affine32 scheme pre-mixes them)."""
+        values are already 32-bit hashes; datasketch's affine32 scheme pre-mixes them).
+        Fed in chunks: update_batch builds a [shingles, num_perm] matrix, which for one
+        50 MB document was gigabytes; the minimum over chunks is the same signature."""
         m = MinHash(num_perm=self.num_perm, permutations=self._template.permutations, scheme=SCHEME, hashfunc=int)
-        m.update_batch(shingle_hashes(text, ngram).tolist())
+        hashes = shingle_hashes(text, ngram)
+        for start in range(0, len(hashes), SIGNATURE_CHUNK):
+            m.update_batch(hashes[start:start + SIGNATURE_CHUNK].tolist())
         return m.hashvalues
 
 

@@ -10,9 +10,12 @@ UTF-8 bytes / bytes-per-token, since the tokenizer is trained after the mix). Wi
 target, the largest mixture that needs no upsampling. A document is kept floor(rate) +
 Bernoulli(frac(rate)) times, decided by a hash of (seed, id), so the same seed gives the
 same mixture on any runner. Extra copies get ids "ID#rK". Documents sampled zero times
-are written to DIR/removed-*.parquet ("not_sampled" or "zero_weight")."""
+are written to DIR/removed-*.parquet ("not_sampled" or "zero_weight").
 
-import argparse
+In process: `mix.run(mix.MixParams(input=GLOB, output=DIR, weights={"code": 0.87, "text": 0.13}, ...),
+beam_args)`."""
+
+import dataclasses
 import hashlib
 import logging
 import math
@@ -23,24 +26,55 @@ import apache_beam as beam
 
 from beam_jobs import accounting, options, parquet_io
 from beam_jobs.documents import REMOVED_SCHEMA, removed
+from beam_jobs.params import JobParams, ParamError, param, parse_args as _parse_args
 
 DEFAULT_WEIGHTS = {"code": 0.87, "text": 0.13}   # the seed document's mixture
 
 
 def parse_weights(value: str) -> dict[str, float]:
+    """"code=0.87,text=0.13" -> {"code": 0.87, "text": 0.13} (checked by MixParams, normalized by the job)."""
     weights = {}
     for item in value.split(","):
         name, sep, number = item.partition("=")
         try:
             weights[name.strip()] = float(number)
         except ValueError:
-            raise ValueError(f"--weights item {item!r} is not NAME=NUMBER") from None
-        if not sep or weights[name.strip()] < 0:
-            raise ValueError(f"--weights item {item!r} is not NAME=NONNEGATIVE_NUMBER")
+            raise ValueError(f"item {item!r} is not NAME=NUMBER") from None
+        if not sep or not name.strip():
+            raise ValueError(f"item {item!r} is not NAME=NUMBER")
+    return weights
+
+
+def normalized(weights: dict[str, float]) -> dict[str, float]:
     total = sum(weights.values())
-    if total <= 0:
-        raise ValueError("--weights must have a positive total")
     return {k: v / total for k, v in weights.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class MixParams(JobParams):
+    input: str = param(help="glob of document Parquet files")
+    output: str = param(help="output directory")
+    weights: dict[str, float] = param(factory=lambda: dict(DEFAULT_WEIGHTS), parse=parse_weights,
+                                      show=",".join(f"{k}={v}" for k, v in DEFAULT_WEIGHTS.items()),
+                                      help="NAME=WEIGHT,... per group (normalized to sum 1)")
+    group_by: str = param("kind", choices=("kind", "source"), help="the document field that names the group")
+    target_documents: int | None = param(None, minimum=1, help="documents in the mixture")
+    target_tokens: int | None = param(None, minimum=1,
+                                      help="tokens in the mixture, estimated as UTF-8 bytes / bytes_per_token")
+    bytes_per_token: float = param(4.0, help="UTF-8 bytes per token, for target_tokens")
+    seed: int = param(0, help="sampling seed")
+
+    def check(self):
+        if not isinstance(self.weights, dict) or not self.weights:
+            raise ParamError("weights", f"expected a non-empty mapping of group to weight, got {self.weights!r}")
+        bad = {k: w for k, w in self.weights.items()
+               if not isinstance(k, str) or isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0}
+        if bad or sum(self.weights.values()) <= 0:
+            raise ParamError("weights", f"non-negative numbers with a positive total, got {self.weights}")
+        if self.target_documents is not None and self.target_tokens is not None:
+            raise ParamError("target_tokens", "give at most one of target_documents and target_tokens")
+        if not self.bytes_per_token > 0:
+            raise ParamError("bytes_per_token", f"must be > 0, got {self.bytes_per_token}")
 
 
 def units(doc: dict, target_kind: str, bytes_per_token: float) -> float:
@@ -83,13 +117,12 @@ class Sample(beam.DoFn):
             yield {**doc, "id": f"{doc['id']}#r{k}"}
 
 
-def build(pipeline, input_glob, output, weights=DEFAULT_WEIGHTS, group_by="kind", target_documents=None,
-          target_tokens=None, bytes_per_token=4.0, seed=0):
-    if target_documents is not None and target_tokens is not None:
-        raise ValueError("give at most one of --target-documents and --target-tokens")
-    target_kind = "tokens" if target_tokens is not None else "documents"
-    target = target_tokens if target_tokens is not None else target_documents
-    docs = parquet_io.read(pipeline, input_glob) | "Count in" >> beam.ParDo(accounting.CountAs("in"))
+def build(pipeline, params: MixParams):
+    group_by, seed, bytes_per_token = params.group_by, params.seed, params.bytes_per_token
+    weights = normalized(params.weights)
+    target_kind = "tokens" if params.target_tokens is not None else "documents"
+    target = params.target_tokens if params.target_tokens is not None else params.target_documents
+    docs = parquet_io.read(pipeline, params.input) | "Count in" >> beam.ParDo(accounting.CountAs("in"))
     available = (docs
                  | "Units per group" >> beam.Map(lambda d: (d[group_by], units(d, target_kind, bytes_per_token)))
                  | "Sum per group" >> beam.CombinePerKey(sum)
@@ -97,33 +130,30 @@ def build(pipeline, input_glob, output, weights=DEFAULT_WEIGHTS, group_by="kind"
     rates = available | "Rates" >> beam.Map(lambda a: sampling_rates(a, weights, target))
     sampled = docs | "Sample" >> beam.ParDo(Sample(group_by, weights, seed), rates=beam.pvalue.AsSingleton(rates)) \
         .with_output_types(typing.Any).with_outputs("removed", main="kept")
-    parquet_io.write(sampled.kept, output, "kept")
+    parquet_io.write(sampled.kept, params.output, "kept")
     parquet_io.write(sampled.removed | "Count removed" >> beam.ParDo(accounting.CountByReason("removed")),
-                     output, "removed", REMOVED_SCHEMA)
+                     params.output, "removed", REMOVED_SCHEMA)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m beam_jobs.mix", description=__doc__.splitlines()[0])
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--weights", type=parse_weights, default=DEFAULT_WEIGHTS, help="NAME=WEIGHT,... (normalized)")
-    p.add_argument("--group-by", choices=["kind", "source"], default="kind")
-    p.add_argument("--target-documents", type=int, default=None)
-    p.add_argument("--target-tokens", type=int, default=None)
-    p.add_argument("--bytes-per-token", type=float, default=4.0)
-    p.add_argument("--seed", type=int, default=0)
-    return p
+def run(params: MixParams, beam_args=()) -> dict:
+    """Run the job; returns its manifest (also written to OUTPUT/job-manifest.json)."""
+    params.validate()
+    pipeline = beam.Pipeline(options=options.pipeline_options(beam_args))
+    build(pipeline, params)
+    return accounting.run_and_account(pipeline, params.output, "mix", dataclasses.asdict(params))
 
 
-def run(argv=None) -> dict:
-    args, beam_options = options.parse(parser(), argv)
-    pipeline = beam.Pipeline(options=beam_options)
-    build(pipeline, args.input, args.output, args.weights, args.group_by, args.target_documents,
-          args.target_tokens, args.bytes_per_token, args.seed)
-    return accounting.run_and_account(pipeline, args.output, "mix", vars(args))
+def parse_args(argv=None) -> tuple[MixParams, list[str]]:
+    return _parse_args(MixParams, argv, "python -m beam_jobs.mix", __doc__)
+
+
+def main(argv=None) -> int:
+    params, beam_args = parse_args(argv)
+    manifest = run(params, beam_args)
+    print({k: manifest[k] for k in ("documents_in", "documents_kept", "removed_by_reason", "stats")})
+    return 0
 
 
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.WARNING)
-    manifest = run(sys.argv[1:])
-    print({k: manifest[k] for k in ("documents_in", "documents_kept", "removed_by_reason", "stats")})
+    sys.exit(main(sys.argv[1:]))

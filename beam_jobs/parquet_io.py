@@ -17,12 +17,26 @@ def write(pcoll, output_dir: str, name: str, schema=DOCUMENT_SCHEMA, label: str 
 def read(pipeline, pattern: str, label: str = "Read documents"):
     """Documents of every file the glob matches. The file names are spread over the
     workers first (a cheap shuffle of names), so reading and everything fused after it
-    runs in parallel even on runners that would read a small glob in one bundle."""
+    runs in parallel even on runners that would read a small glob in one bundle. Each
+    file's footer is read first, so a truncated or foreign file fails the job with an
+    error naming it (Beam's Parquet reader does not name the file)."""
     paths = ensure_matches(pattern)
     return (pipeline
             | f"{label}: files" >> beam.Create(paths)
             | f"{label}: spread" >> beam.Reshuffle()
+            | f"{label}: check" >> beam.Map(check_parquet)
             | label >> beam.io.ReadAllFromParquet())
+
+
+def check_parquet(path: str) -> str:
+    """The path, once its Parquet footer reads; else ValueError naming the file."""
+    import pyarrow.parquet as pq
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            pq.ParquetFile(f).metadata
+    except Exception as e:   # pyarrow raises several types for truncated or foreign files
+        raise ValueError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+    return path
 
 
 def ensure_matches(pattern: str) -> list[str]:

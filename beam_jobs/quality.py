@@ -5,6 +5,7 @@ auto-generated checks in the spirit of The Stack / StarCoder. Every threshold is
 of the dataclasses below, so a config sets it and a removal names the rule that fired."""
 
 import dataclasses
+import typing
 from collections import Counter
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
@@ -123,3 +124,30 @@ def rules_from_dict(cls, values: dict):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} key(s) {sorted(unknown)}; known: {sorted(known)}")
     return cls(**values)
+
+
+def rule_problems(rules) -> list[tuple[str, str]]:
+    """Problems of a TextRules/CodeRules value as (field, message), e.g. ("min_words",
+    "expected an integer, got 'x'"); empty if it is valid. Fractions are in [0, 1],
+    every other number >= 0, and minimums are not above their maximums."""
+    problems = []
+    hints = typing.get_type_hints(type(rules))
+    for f in dataclasses.fields(rules):
+        value, t = getattr(rules, f.name), hints[f.name]
+        if t is bool:
+            ok = isinstance(value, bool)
+        elif t is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            problems.append((f.name, f"expected {t.__name__}, got {value!r}"))
+        elif t is not bool and value < 0:
+            problems.append((f.name, f"must be >= 0, got {value}"))
+        elif "fraction" in f.name and value > 1:
+            problems.append((f.name, f"a fraction, must be <= 1, got {value}"))
+    if not problems:
+        for low, high in (("min_words", "max_words"), ("min_mean_word_length", "max_mean_word_length")):
+            if hasattr(rules, low) and getattr(rules, low) > getattr(rules, high):
+                problems.append((low, f"{getattr(rules, low)} > {high} {getattr(rules, high)}"))
+    return problems

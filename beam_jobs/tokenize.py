@@ -6,10 +6,14 @@
 
 Documents go to shard hash(id) mod num_shards; within a shard they are packed in id order,
 so a shard's content does not depend on the runner or the number of workers. Writes
-DIR/shard-SSSSS-of-NNNNN.tfrecord, DIR/index.json (rows, documents and tokens per shard)
-and DIR/job-manifest.json."""
+DIR/shard-SSSSS-of-NNNNN.tfrecord, DIR/index.json (per shard: rows = records, bytes,
+documents, tokens; shards.verify_shards checks the files against it) and
+DIR/job-manifest.json.
 
-import argparse
+In process: `tokenize.run(tokenize.TokenizeParams(input=GLOB, tokenizer=PATH, seq_len=256, output=DIR),
+beam_args)`."""
+
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,7 +25,18 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import accounting, options, parquet_io
 from beam_jobs.packing import Packer
+from beam_jobs.params import JobParams, param, parse_args as _parse_args
 from beam_jobs.shards import INDEX, frame, record_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizeParams(JobParams):
+    input: str = param(help="glob of document Parquet files")
+    tokenizer: str = param(help="path of tokenizer.json")
+    seq_len: int = param(minimum=2, help="tokens per packed row")
+    output: str = param(help="output directory")
+    num_shards: int = param(8, minimum=1, help="TFRecord shards")
+    batch_size: int = param(256, minimum=1, help="documents per encode_batch call")
 
 EOS_TOKEN = "<｜end▁of▁sentence｜>"
 PAD_TOKEN = "<｜▁pad▁｜>"
@@ -58,18 +73,21 @@ class WriteShard(beam.DoFn):
         final = os.path.join(self.output, name)
         temporary = os.path.join(self.output, f".tmp-{name}")
         packer = Packer(self.seq_len, self.eos_id, self.pad_id)
-        rows = tokens = 0
+        rows = tokens = size = 0
         with FileSystems.create(temporary, compression_type="uncompressed") as writer:
+            def write(row):
+                nonlocal rows, size
+                framed = frame(record_bytes(*row))
+                writer.write(framed)
+                rows, size = rows + 1, size + len(framed)
             for start in range(0, len(docs), self.batch_size):
                 batch = docs[start:start + self.batch_size]
                 for encoding in self.tokenizer.encode_batch([d["text"] for d in batch], add_special_tokens=False):
                     tokens += len(encoding.ids) + 1
-                    for token_ids, segment_ids in packer.add(encoding.ids):
-                        writer.write(frame(record_bytes(token_ids, segment_ids)))
-                        rows += 1
-            for token_ids, segment_ids in packer.flush():
-                writer.write(frame(record_bytes(token_ids, segment_ids)))
-                rows += 1
+                    for row in packer.add(encoding.ids):
+                        write(row)
+            for row in packer.flush():
+                write(row)
         if FileSystems.exists(final):
             FileSystems.delete([final])
         FileSystems.rename([temporary], [final])
@@ -78,7 +96,7 @@ class WriteShard(beam.DoFn):
         accounting.counter("rows_out").inc(rows)
         accounting.counter("pad_tokens").inc(packer.pad_tokens)
         yield {"path": name, "shard": shard, "documents": len(docs), "tokens": tokens, "rows": rows,
-               "pad_tokens": packer.pad_tokens}
+               "bytes": size, "pad_tokens": packer.pad_tokens}
 
 
 def _write_index(shards, output, seq_len, tokenizer_path, num_shards):
@@ -89,7 +107,8 @@ def _write_index(shards, output, seq_len, tokenizer_path, num_shards):
         if shard not in present:
             name = shard_name(shard, num_shards)
             FileSystems.create(os.path.join(output, name), compression_type="uncompressed").close()
-            shards.append({"path": name, "shard": shard, "documents": 0, "tokens": 0, "rows": 0, "pad_tokens": 0})
+            shards.append({"path": name, "shard": shard, "documents": 0, "tokens": 0, "rows": 0, "bytes": 0,
+                           "pad_tokens": 0})
     shards.sort(key=lambda s: s["shard"])
     index = {"format": "tfrecord of raw little-endian int32: token_ids[seq_len] then segment_ids[seq_len]",
              "seq_len": seq_len, "tokenizer": tokenizer_path, "shards": shards,
@@ -99,9 +118,9 @@ def _write_index(shards, output, seq_len, tokenizer_path, num_shards):
         f.write(json.dumps(index, indent=2).encode("utf-8"))
 
 
-def build(pipeline, input_glob, tokenizer_path, seq_len, output, num_shards=8, batch_size=256):
-    if num_shards < 1:
-        raise ValueError(f"--num-shards must be >= 1, got {num_shards}")
+def build(pipeline, params: TokenizeParams):
+    input_glob, tokenizer_path, seq_len, output = params.input, params.tokenizer, params.seq_len, params.output
+    num_shards, batch_size = params.num_shards, params.batch_size
     FileSystems.mkdirs(output) if not FileSystems.exists(output) else None
     shards = (parquet_io.read(pipeline, input_glob)
               | "Count in" >> beam.ParDo(accounting.CountAs("in"))
@@ -113,29 +132,27 @@ def build(pipeline, input_glob, tokenizer_path, seq_len, output, num_shards=8, b
      | "Write index" >> beam.Map(_write_index, output, seq_len, tokenizer_path, num_shards))
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m beam_jobs.tokenize", description=__doc__.splitlines()[0])
-    p.add_argument("--input", required=True)
-    p.add_argument("--tokenizer", required=True, help="path of tokenizer.json")
-    p.add_argument("--seq-len", type=int, required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--num-shards", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=256, help="documents per encode_batch call")
-    return p
+def run(params: TokenizeParams, beam_args=()) -> dict:
+    """Run the job; returns its manifest (also written to OUTPUT/job-manifest.json)."""
+    params.validate()
+    if not FileSystems.exists(params.tokenizer):
+        raise FileNotFoundError(f"tokenizer {params.tokenizer!r} does not exist")
+    pipeline = beam.Pipeline(options=options.pipeline_options(beam_args))
+    build(pipeline, params)
+    return accounting.run_and_account(pipeline, params.output, "tokenize", dataclasses.asdict(params))
 
 
-def run(argv=None) -> dict:
-    args, beam_options = options.parse(parser(), argv)
-    if args.seq_len < 2:
-        raise ValueError(f"--seq-len must be >= 2, got {args.seq_len}")
-    if not FileSystems.exists(args.tokenizer):
-        raise FileNotFoundError(f"--tokenizer {args.tokenizer!r} does not exist")
-    pipeline = beam.Pipeline(options=beam_options)
-    build(pipeline, args.input, args.tokenizer, args.seq_len, args.output, args.num_shards, args.batch_size)
-    return accounting.run_and_account(pipeline, args.output, "tokenize", vars(args))
+def parse_args(argv=None) -> tuple[TokenizeParams, list[str]]:
+    return _parse_args(TokenizeParams, argv, "python -m beam_jobs.tokenize", __doc__)
+
+
+def main(argv=None) -> int:
+    params, beam_args = parse_args(argv)
+    manifest = run(params, beam_args)
+    print({k: manifest[k] for k in ("documents_in", "documents_kept", "tokens_out", "stats")})
+    return 0
 
 
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.WARNING)
-    manifest = run(sys.argv[1:])
-    print({k: manifest[k] for k in ("documents_in", "documents_kept", "tokens_out", "stats")})
+    sys.exit(main(sys.argv[1:]))

@@ -134,8 +134,8 @@ def measure(docs, truth, tmp):
             mode, workers = how
             out = os.path.join(tmp, f"out-{mode}-{workers}")
             start = time.perf_counter()
-            dedup.run(["--input", os.path.join(tmp, "in", "*.parquet"), "--output", out, "--runner", "DirectRunner",
-                       "--direct_running_mode", mode, "--direct_num_workers", str(workers)])
+            dedup.run(dedup.DedupParams(input=os.path.join(tmp, "in", "*.parquet"), output=out),
+                      ["--runner", "DirectRunner", "--direct_running_mode", mode, "--direct_num_workers", str(workers)])
             t = time.perf_counter() - start
             kept, removed = read_rows(out), read_rows(out, "removed")
         recall, precision, _ = score(kept, removed, truth)

@@ -34,8 +34,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         os.makedirs(os.path.join(tmp, "in"))
         pq.write_table(pa.Table.from_pylist(docs, schema=DOCUMENT_SCHEMA), os.path.join(tmp, "in", "kept-0.parquet"))
-        train_tokenizer.run(["--input", os.path.join(tmp, "in", "*.parquet"), "--output", os.path.join(tmp, "tk"),
-                             "--vocab-size", "8192", "--max-documents", str(len(base_docs))])
+        train_tokenizer.run(train_tokenizer.TrainTokenizerParams(
+            input=os.path.join(tmp, "in", "*.parquet"), output=os.path.join(tmp, "tk"), vocab_size=8192,
+            max_documents=len(base_docs)))
         tok_path = os.path.join(tmp, "tk", "tokenizer.json")
         tok = Tokenizer.from_file(tok_path)
         start = time.perf_counter()
@@ -49,9 +50,10 @@ def main():
         for w in args.workers:
             out = os.path.join(tmp, f"out{w}")
             start = time.perf_counter()
-            m = tokenize.run(["--input", os.path.join(tmp, "in", "*.parquet"), "--tokenizer", tok_path, "--seq-len", "1024",
-                              "--output", out, "--num-shards", "8", "--runner", "DirectRunner",
-                              "--direct_running_mode", "multi_processing", "--direct_num_workers", str(w)])
+            m = tokenize.run(tokenize.TokenizeParams(input=os.path.join(tmp, "in", "*.parquet"), tokenizer=tok_path,
+                                                     seq_len=1024, output=out, num_shards=8),
+                             ["--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
+                              "--direct_num_workers", str(w)])
             t = time.perf_counter() - start
             print(f"beam_jobs.tokenize, {w} worker(s) (read Parquet, encode, pack, write TFRecord): {t:.2f}s  "
                   f"{m['tokens_out'] / t / 1e6:.2f} M tokens/s  ratio vs baseline {base / t:.2f}x")

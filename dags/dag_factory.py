@@ -1,5 +1,5 @@
-"""Builds a phase's DAG from the stage list: one SeekforgeStageOperator per registered
-stage of the phase, chained in registry order; the last task publishes the phase's
+"""Builds a phase's DAG from the pipeline spec: one SeekforgeStageOperator per stage of
+the phase, chained in pipeline order; the last task publishes the phase's
 asset, which schedules the next phase. Retries and timeouts come from the
 `orchestration` section of the default preset (Airflow fixes them when the DAG is
 parsed; a run's preset decides mode, image and resources at execution time)."""
@@ -18,12 +18,10 @@ def phase_asset(dag_id: str) -> Asset:
     return Asset(name=phase.asset_name, uri=phase.asset_uri)
 
 
-def build_phase_dag(dag_id: str, registered: list[str] | None = None) -> DAG | None:
-    """The phase's DAG, or None when none of its stages is registered yet."""
+def build_phase_dag(dag_id: str) -> DAG:
+    """The phase's DAG."""
     phase = phases.BY_DAG_ID[dag_id]
-    stage_names = phases.phase_stages(dag_id, registered)
-    if not stage_names:
-        return None
+    stage_names = phase.stages
     orch = orchestration.load(run_settings.config_path(run_settings.DEFAULT_PRESET))
     dag = DAG(
         dag_id=dag_id,

@@ -1,18 +1,21 @@
-"""The three phases as Airflow sees them: which stages each holds (DESIGN.md
-"Orchestration"), the asset each publishes when done, and the asset that schedules it.
-A phase runs the stages of its list that are registered, in registry order."""
+"""The three phases as Airflow sees them: one DAG per phase of the pipeline spec
+(stages/pipeline.py), holding that phase's stages in pipeline order, and the asset each
+publishes when done, which schedules the next phase."""
 
 import dataclasses
 
-from dags.stage_list import registered_stages
+from stages import pipeline
 
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
     dag_id: str
-    stages: tuple[str, ...]          # as designed; only the registered ones become tasks, in this order
+    phase: str                       # the spec's phase name: data | pretrain | posttrain
     after: str | None                # dag_id of the phase whose asset schedules this one
-    requires: tuple[str, ...] = ()   # without one of these registered the phase has no DAG
+
+    @property
+    def stages(self) -> list[str]:
+        return pipeline.phase_stages(self.phase)
 
     @property
     def asset_name(self) -> str:
@@ -20,26 +23,24 @@ class Phase:
 
     @property
     def asset_uri(self) -> str:
-        return f"seekforge://phases/{self.dag_id.removeprefix('seekforge_')}"
+        return f"seekforge://phases/{self.phase}"
 
 
-PHASES = [
-    Phase("seekforge_data", ("ingest", "dedup", "filter", "mix", "tokenizer", "tokenize"), after=None),
-    Phase("seekforge_pretrain", ("pretrain", "extend_32k", "extend_128k", "evaluate"), after="seekforge_data",
-          requires=("pretrain",)),
-    Phase("seekforge_posttrain", ("posttrain_data", "sft", "grpo", "distill", "posttrain_evaluate", "export"),
-          after="seekforge_pretrain", requires=("sft", "grpo", "distill", "export")),
-]
+def _phases() -> list[Phase]:
+    out, previous = [], None
+    for phase, dag_id in pipeline.PHASE_DAGS.items():
+        out.append(Phase(dag_id, phase, previous))
+        previous = dag_id
+    return out
+
+
+PHASES = _phases()
 BY_DAG_ID = {p.dag_id: p for p in PHASES}
 
 # Stages whose work is a Beam pipeline: on Kubernetes they submit to the configured runner.
-BEAM_STAGES = frozenset(PHASES[0].stages)
+BEAM_STAGES = frozenset(pipeline.of_kind("beam"))
 
 
-def phase_stages(dag_id: str, registered: list[str] | None = None) -> list[str]:
-    """The phase's registered stages, in the phase's order; [] when the phase cannot run yet."""
-    phase = BY_DAG_ID[dag_id]
-    registered = registered_stages() if registered is None else registered
-    if phase.requires and not set(phase.requires) & set(registered):
-        return []
-    return [name for name in phase.stages if name in registered]
+def phase_stages(dag_id: str) -> list[str]:
+    """The phase's stages, in pipeline order."""
+    return BY_DAG_ID[dag_id].stages

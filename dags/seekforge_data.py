@@ -1,5 +1,5 @@
 """Airflow DAG `seekforge_data`: see dags/phases.py for its stages and dags/dag_factory.py
-for how it is built. Not created while none of the phase's stages is registered."""
+for how it is built."""
 
 import os
 import sys

@@ -13,11 +13,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from dags import container_specs, phases, run_settings, stage_command
 
 BAD_INPUT_EXIT_CODE = 2   # stages.cli: a config or input error; retrying cannot help
-
-
-def workdir() -> str:
-    """Where local stages run: ./artifacts and the default mlflow.db are relative to it."""
-    return os.environ.get("SEEKFORGE_WORKDIR") or run_settings.REPO_ROOT
+workdir = stage_command.workdir
 
 
 class SeekforgeStageOperator(BaseOperator):
@@ -39,35 +35,40 @@ class SeekforgeStageOperator(BaseOperator):
         if settings.mode == "kubernetes" and self.stage in phases.BEAM_STAGES and orch.beam_args:
             overrides = [*overrides, "pipeline.beam_args=" + repr(list(orch.beam_args))]
         env = stage_command.airflow_env(ti.dag_id, context["dag_run"].run_id, ti.task_id, ti.try_number)
+        result_file = stage_command.result_file(settings.pipeline_run, self.stage, ti.try_number)
         self.log.info("stage %s: preset %s, mode %s, pipeline run %s, try %d%s", self.stage, settings.preset,
                       settings.mode, settings.pipeline_run, ti.try_number, " (forced)" if force else "")
 
         if settings.mode == "local":
             argv = stage_command.stage_argv(self.stage, settings.config_path, overrides, settings.pipeline_run, force,
-                                            stage_command.LOCAL_EXECUTABLE)
-            output = self._run_local(argv, env)
+                                            stage_command.LOCAL_EXECUTABLE, result_file)
+            self._run_local(argv, env)
         else:
             argv = stage_command.stage_argv(self.stage, container_specs.container_config_path(settings.preset),
-                                            overrides, settings.pipeline_run, force)
-            output = self._run_remote(settings.mode, argv, container_specs.container_env(orch, env), orch,
-                                      stage_orch, context)
-        result = {"stage": self.stage, "mlflow_run_id": stage_command.mlflow_run_id(output),
+                                            overrides, settings.pipeline_run, force, result_file=result_file)
+            self._run_remote(settings.mode, argv, container_specs.container_env(orch, env), orch, stage_orch, context)
+        outcome = stage_command.read_result(os.path.join(workdir(), result_file))
+        if outcome is None:
+            self.log.warning("no result file %s on this worker (a pod's volume not mounted here?)", result_file)
+        result = {"stage": self.stage, "mlflow_run_id": (outcome or {}).get("run_id"),
+                  "output": (outcome or {}).get("uri"), "cached": (outcome or {}).get("cached"),
                   "pipeline_run": settings.pipeline_run, "forced": force}
         self._publish_asset(context, settings, result)
         return result
 
-    def _run_local(self, argv: list[str], env: dict[str, str]) -> str:
+    def _run_local(self, argv: list[str], env: dict[str, str]) -> None:
         self.log.info("running %s", " ".join(argv))
         full_env = {**os.environ, **env,
                     "PYTHONPATH": os.pathsep.join(filter(None, [run_settings.REPO_ROOT, os.environ.get("PYTHONPATH")]))}
         lines = []
-        self._process = subprocess.Popen(argv, cwd=workdir(), env=full_env, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        # a local reference: on_kill (another thread) clears self._process
+        process = self._process = subprocess.Popen(argv, cwd=workdir(), env=full_env, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
-            for line in self._process.stdout:
+            for line in process.stdout:
                 lines.append(line.rstrip("\n"))
                 self.log.info("%s", lines[-1])
-            code = self._process.wait()
+            code = process.wait()
         finally:
             self.on_kill()   # a timeout or a kill of this task must not leave the stage running
         if code != 0:
@@ -75,20 +76,19 @@ class SeekforgeStageOperator(BaseOperator):
             errors = [line for line in lines if line.startswith("seekforge: error:")][-1:] or lines[-3:]
             message = f"stage {self.stage} failed (exit {code}): " + " | ".join(errors)
             raise (AirflowFailException if code == BAD_INPUT_EXIT_CODE else AirflowException)(message)
-        return "\n".join(lines)
 
-    def _run_remote(self, mode, argv, env, orch, stage_orch, context) -> str:
+    def _run_remote(self, mode, argv, env, orch, stage_orch, context) -> None:
         if mode == "docker":
-            op = container_specs.docker_operator(f"{self.task_id}_container", argv, env, orch, stage_orch, workdir())
-            logs = op.execute(context)
-            return "\n".join(logs) if isinstance(logs, list) else str(logs or "")
-        if stage_orch.workers > 1:
+            container_specs.docker_operator(f"{self.task_id}_container", argv, env, orch, stage_orch,
+                                            workdir()).execute(context)
+        elif stage_orch.workers > 1:
             name = f"{container_specs.pod_name(self.stage)}-{context['ti'].try_number}-{os.urandom(3).hex()}"
+            # worker logs stay with the TFJob's pods; the MLflow run carries the Airflow tags
             container_specs.submit_tfjob(container_specs.tfjob_manifest(name, self.stage, argv, env, orch, stage_orch),
                                          self.log)
-            return ""   # worker logs stay with the TFJob's pods; the MLflow run carries the Airflow tags
-        container_specs.pod_operator(f"{self.task_id}_pod", self.stage, argv, env, orch, stage_orch).execute(context)
-        return ""
+        else:
+            container_specs.pod_operator(f"{self.task_id}_pod", self.stage, argv, env, orch,
+                                         stage_orch).execute(context)
 
     def _publish_asset(self, context, settings, result) -> None:
         """The phase's last task says which MLflow runs made the phase (asset event extra)."""

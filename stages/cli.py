@@ -3,6 +3,7 @@ its subcommands here through a `register(subparsers)` function."""
 
 import argparse
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
@@ -20,14 +21,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# exit codes: 2 = bad input (a config, a file, a corrupt input: retrying cannot help);
+# 3 = a condition that may pass (the same key already running, MLflow not answering)
+BAD_INPUT, TRY_LATER = 2, 3
+
+
 def main(argv=None) -> int:
+    from stages.artifacts import AlreadyRunning
+    from stages.tracking import TrackingUnavailable
+
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args) or 0
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, KeyError) as e:  # bad input: one clear line, no traceback
         print(f"seekforge: error: {e}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
+    except (AlreadyRunning, TrackingUnavailable) as e:
+        print(f"seekforge: error: {e}", file=sys.stderr)
+        return TRY_LATER
+
+
+def entry() -> int:
+    """The console script: main() in a process of its own. SIGTERM (Airflow's kill, a
+    timeout, `kill PID`) unwinds the stage like an exception, so its temporary output is
+    removed and its MLflow run is closed as KILLED, and every process the stage started
+    (Beam's worker processes) is stopped with it rather than left behind."""
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        return main()
+    finally:
+        stop_children()
+
+
+def stop_children(grace_seconds: float = 5.0) -> None:
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=grace_seconds)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -1,7 +1,7 @@
 """Configuration as data: a YAML preset plus `--set section.key=value` overrides,
-validated into typed dataclasses. Each stage registers the dataclass of its section;
-unknown keys and values of the wrong type are errors naming the key (e.g.
-"dedup.threshold: expected a number, got 'high'")."""
+validated into typed dataclasses. The section classes come from the pipeline spec
+(stages/pipeline.py); unknown keys and values of the wrong type are errors naming the key
+(e.g. "dedup.threshold: expected a number, got 'high'")."""
 
 import dataclasses
 import os
@@ -22,15 +22,20 @@ class PipelineConfig:
     artifacts: str = "./artifacts"              # local path or any URI the filesystem layer knows
     beam_args: list[str] = dataclasses.field(default_factory=lambda: [
         "--runner", "DirectRunner", "--direct_running_mode", "multi_processing", "--direct_num_workers", "0"])
+    # inputs are checked against their manifests before use: sizes and sha256 ("sha256"),
+    # or sizes only ("size": for terabytes of shards at scale)
+    verify_inputs: str = "sha256"
+    # an MLflow server that is down or hangs fails a stage after about
+    # tracking_timeout_seconds x (tracking_retries + 1), not after minutes
+    tracking_timeout_seconds: float = 10.0
+    tracking_retries: int = 2
 
+    def validate(self, key):
+        if self.verify_inputs not in ("sha256", "size"):
+            raise ConfigError(f"{key}.verify_inputs: expected sha256 or size, got {self.verify_inputs!r}")
+        if self.tracking_timeout_seconds <= 0 or self.tracking_retries < 0:
+            raise ConfigError(f"{key}: tracking_timeout_seconds must be > 0 and tracking_retries >= 0")
 
-SECTIONS: dict[str, type] = {"pipeline": PipelineConfig}
-
-
-def register_section(name: str, cls: type) -> None:
-    if SECTIONS.get(name, cls) is not cls:
-        raise ValueError(f"config section {name!r} is registered twice")
-    SECTIONS[name] = cls
 
 
 def _type_name(t) -> str:
@@ -120,7 +125,11 @@ def apply_override(raw: dict, assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {path}: {k} is not a section")
         node = child
-    node[keys[-1]] = yaml.safe_load(text)
+    try:
+        node[keys[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--set {path}: the value {text!r} is not valid YAML ({problem})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +147,13 @@ class Config:
         return self.sections["pipeline"]
 
 
-def load(path: str, overrides: list[str] = ()) -> Config:
+def load(path: str, overrides: list[str] = (), sections: dict[str, str | type] | None = None) -> Config:
+    """The preset at `path` with `overrides`, each section validated into its class
+    (`sections`: {name: class or "module:Class"}, default: the pipeline spec's). Only the
+    classes of the sections present are imported."""
+    from stages import pipeline
+    if sections is None:
+        sections = pipeline.section_references()
     if not os.path.exists(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
     with open(path) as f:
@@ -150,14 +165,14 @@ def load(path: str, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     for assignment in overrides:
         apply_override(raw, assignment)
-    unknown = sorted(set(raw) - set(SECTIONS))
+    unknown = sorted(set(raw) - set(sections))
     if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown config section (known: {', '.join(SECTIONS)})")
+        raise ConfigError(f"{unknown[0]}: unknown config section (known: {', '.join(sections)})")
     # Sections a preset leaves out stay absent (a data-only preset has no `pretrain`);
     # the runtime says so when a stage needs one.
-    sections = {name: from_dict(cls, raw.get(name), name) for name, cls in SECTIONS.items()
-                if name in raw or name == "pipeline"}
-    return Config(sections, path)
+    classes = {name: pipeline.resolve(cls) if isinstance(cls, str) else cls for name, cls in sections.items()
+               if name in raw or name == "pipeline"}
+    return Config({name: from_dict(cls, raw.get(name), name) for name, cls in classes.items()}, path)
 
 
 def flatten(obj, prefix: str = "") -> dict[str, str]:

@@ -16,7 +16,6 @@ import os
 import shutil
 import tempfile
 
-from model.config import ModelConfig
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.json"
@@ -70,14 +69,13 @@ def from_hf_command(args) -> int:
 
 def to_hf_command(args) -> int:
     from model.convert import save_hf
-    from model.transformer import DeepSeekV3CausalLM
+    from stages.artifact_types import load_model_dir
 
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not os.path.exists(os.path.join(args.src, name)):
             raise ValueError(f"{os.path.join(args.src, name)}: no such file (is {args.src} a seekforge directory?)")
     _require_empty(os.path.abspath(args.dst))
-    model = DeepSeekV3CausalLM(ModelConfig.from_hf(os.path.join(args.src, CONFIG_FILE)))
-    model.load_weights(os.path.join(args.src, WEIGHTS_FILE))
+    model = load_model_dir(args.src)
     dtypes_path = os.path.join(args.src, DTYPES_FILE)
     if os.path.exists(dtypes_path):
         with open(dtypes_path, encoding="utf-8") as f:

@@ -1,22 +1,16 @@
-"""Helpers shared by the data stages: how a stage calls a Beam job and where its
-documents are."""
+"""Helpers shared by the data stages: what a stage reports of a Beam job."""
 
 import os
 
-from stages.artifacts import Output
+
+def documents_of(documents) -> str:
+    """The glob of a documents artifact's kept Parquet files (stages/artifact_types.py)."""
+    return documents.pattern
 
 
-def documents_of(output: Output) -> str:
-    """The glob of the documents an upstream data stage published."""
-    relative = output.manifest.get("results", {}).get("documents")
-    if not relative:
-        raise ValueError(f"the output of stage {output.stage!r} at {output.uri} publishes no documents")
-    return output.path(relative)
-
-
-def tokenizer_file(output: Output) -> str:
-    """The tokenizer.json that a `tokenizer` stage output published."""
-    return output.path(output.manifest["results"]["tokenizer"])
+def tokenizer_file(tokenizer) -> str:
+    """The tokenizer.json of a tokenizer artifact."""
+    return tokenizer.file
 
 
 def job_result(manifest: dict, documents: str | None) -> dict:

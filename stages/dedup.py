@@ -4,10 +4,10 @@ import dataclasses
 
 from beam_jobs import dedup as dedup_job
 from beam_jobs.minhash import (DEFAULT_BANDS, DEFAULT_NGRAM, DEFAULT_NUM_PERM, DEFAULT_ROWS, DEFAULT_THRESHOLD,
-                               candidate_probability, check_banding)
+                               candidate_probability)
+from beam_jobs.params import check_settings
 from stages.config import ConfigError
 from stages.data_common import documents_of, job_result
-from stages.registry import stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,22 +20,14 @@ class DedupConfig:
     cc_rounds: int = 6
 
     def validate(self, key):
-        if not 0.0 < self.threshold <= 1.0:
-            raise ConfigError(f"{key}.threshold: must be in (0, 1], got {self.threshold}")
-        try:
-            check_banding(self.num_perm, self.bands, self.rows)
-        except ValueError as e:
-            raise ConfigError(f"{key}.bands: {e}") from None
-        if self.ngram < 1 or self.cc_rounds < 1:
-            raise ConfigError(f"{key}.ngram and {key}.cc_rounds must be >= 1")
+        check_settings(dedup_job.DedupParams, self, key, ConfigError)   # the job's checks, one copy
 
 
-@stage("dedup", DedupConfig, inputs=("ingest",), code_files=(dedup_job.__file__,))
 def run(ctx):
     c = ctx.config
-    argv = ["--input", documents_of(ctx.inputs["ingest"]), "--output", ctx.output_dir,
-            "--threshold", str(c.threshold), "--num-perm", str(c.num_perm), "--bands", str(c.bands),
-            "--rows", str(c.rows), "--ngram", str(c.ngram), "--cc-rounds", str(c.cc_rounds)]
-    result = job_result(dedup_job.run(argv + ctx.beam_args), "kept-*.parquet")
+    params = dedup_job.DedupParams(input=documents_of(ctx.inputs["ingest"]), output=ctx.output_dir,
+                                   threshold=c.threshold, num_perm=c.num_perm, bands=c.bands, rows=c.rows,
+                                   ngram=c.ngram, cc_rounds=c.cc_rounds)
+    result = job_result(dedup_job.run(params, ctx.beam_args), "kept-*.parquet")
     result["candidate_probability_at_threshold"] = candidate_probability(c.threshold, c.bands, c.rows)
     return result

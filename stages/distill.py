@@ -22,9 +22,8 @@ from typing import Any
 
 from stages.config import ConfigError
 from stages.posttrain import upstream
-from stages.pretrain import code_files, publish_model
-from stages.registry import stage
-from stages.sft import POSTTRAIN_CODE, assistant_loss, encode_all
+from stages.pretrain import publish_model
+from stages.sft import assistant_loss, encode_all
 from stages.trainer.config import TrainingConfig
 
 METHODS = ("sequence", "logit", "both")
@@ -119,7 +118,8 @@ def teacher_kl(student, teacher, rows) -> float:
     return mean_over_targets(rows, batch_kl)
 
 
-def train_student(cfg: DistillConfig, rows, work_dir: str, teacher=None, log_metrics=None):
+def train_student(cfg: DistillConfig, rows, work_dir: str, teacher=None, log_metrics=None,
+                  discard_unreadable: bool = False):
     from stages.trainer.input import array_dataset
     from stages.trainer.loop import Teacher, Trainer
 
@@ -127,7 +127,8 @@ def train_student(cfg: DistillConfig, rows, work_dir: str, teacher=None, log_met
         teacher = Teacher(teacher, cfg.divergence, cfg.kd_temperature, 1.0 if cfg.method == "logit" else cfg.kd_weight)
     trainer = Trainer(cfg.student_config(), cfg, work_dir, log_metrics=log_metrics, teacher=teacher)
     features = rows.features()
-    summary = trainer.fit_on(lambda batch, context, skip: array_dataset(features, batch, cfg.seed, context, skip))
+    summary = trainer.fit_on(lambda batch, context, skip: array_dataset(features, batch, cfg.seed, context, skip),
+                             discard_unreadable=discard_unreadable)
     return trainer.model, summary
 
 
@@ -138,12 +139,6 @@ def student_report(model, teacher, template, problems, kl_rows, cfg) -> dict:
             **evaluate_policy(model, template, problems, cfg.reward_functions, cfg.max_new_tokens)}
 
 
-DISTILL_CODE = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), "posttrain", f)
-                     for f in ("tasks.py", "code_tasks.py"))
-
-
-@stage("distill", DistillConfig, inputs=("grpo", "posttrain_data", "tokenizer"),
-       code_files=(*code_files(), *POSTTRAIN_CODE, *DISTILL_CODE))
 def run(ctx):
     from stages import tracking
 
@@ -153,10 +148,10 @@ def run(ctx):
     if template.tokenizer.get_vocab_size() > cfg.student_config().vocab_size:
         raise ValueError(f"the student's vocab_size {cfg.student_config().vocab_size} is below the teacher "
                          f"tokenizer's {template.tokenizer.get_vocab_size()}: the student must share it")
-    problems = upstream.data(data, "prompts_train")
+    problems = data.records("prompts_train")
     problems = problems[:cfg.distill_prompts] if cfg.distill_prompts else problems
-    held_out = upstream.data(data, "prompts_held_out")[:cfg.eval_problems]
-    teacher = upstream.load_model(parent)
+    held_out = data.records("prompts_held_out")[:cfg.eval_problems]
+    teacher = parent.load()
     teacher.trainable = False
 
     ctx.log(f"sampling the teacher: {cfg.samples_per_prompt} completions of {len(problems)} problems")
@@ -173,18 +168,18 @@ def run(ctx):
                                                               step=step)
     ctx.log(f"training the student ({cfg.method}) on {sampling['kept']} samples, {cfg.steps} steps")
     student, summary = train_student(cfg, rows, os.path.join(ctx.work_dir, "student"),
-                                     teacher if cfg.method != "sequence" else None, log("student"))
+                                     teacher if cfg.method != "sequence" else None, log("student"), ctx.force)
     report = {"teacher": student_report(teacher, None, template, held_out, kl_rows, cfg),
               "student": student_report(student, teacher, template, held_out, kl_rows, cfg)}
     report["student"]["assistant_loss_on_teacher_samples"] = assistant_loss(student, kl_rows)
     if cfg.train_baseline:
         ctx.log("training the baseline student on the reference solutions, same token budget")
         baseline_rows = encode_all(template, reference_conversations(problems), cfg.seq_len)
-        baseline, _ = train_student(cfg, baseline_rows, os.path.join(ctx.work_dir, "baseline"), None, log("baseline"))
+        baseline, _ = train_student(cfg, baseline_rows, os.path.join(ctx.work_dir, "baseline"), None, log("baseline"),
+                                    ctx.force)
         report["baseline"] = student_report(baseline, teacher, template, held_out, kl_rows, cfg)
     model_uri = publish_model(ctx, student, os.path.join(ctx.work_dir, "student", "metrics.jsonl"),
-                              lineage={"parent_model": parent.manifest["results"]["mlflow_model"],
-                                       "teacher_model": parent.manifest["results"]["mlflow_model"],
+                              lineage={"parent_model": parent.mlflow_model, "teacher_model": parent.mlflow_model,
                                        "training_data": data.uri})
     return {"model": "model", "checkpoint": "checkpoint/final", "steps": cfg.steps, "mlflow_model": model_uri,
             "student_parameters": student.count_params(), "teacher_samples": sampling, "held_out": report,

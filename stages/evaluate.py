@@ -17,11 +17,7 @@ import os
 import numpy as np
 
 from stages.config import ConfigError
-from stages.data_common import tokenizer_file
 from stages.ingest import SourceConfig, expand
-from stages.registry import stage
-
-MODEL_STAGES = ("pretrain", "extend_32k", "extend_128k")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,15 +66,6 @@ def held_out_tokens(cfg: EvaluateConfig, tokenizer, eos_id: int) -> np.ndarray:
     return np.array(tokens[:cfg.held_out_max_tokens], np.int32)
 
 
-def load_model(model_dir: str):
-    from model.config import ModelConfig
-    from model.transformer import DeepSeekV3CausalLM
-
-    model = DeepSeekV3CausalLM(ModelConfig.from_hf(model_dir))
-    model.load_weights(os.path.join(model_dir, "model.weights.h5"))
-    return model
-
-
 def expert_balance(model, tokens: np.ndarray, length: int) -> dict:
     from keras import ops
 
@@ -109,21 +96,18 @@ def plot_perplexity(report: dict, path: str) -> None:
     plt.close(figure)
 
 
-@stage("evaluate", EvaluateConfig, inputs=(*MODEL_STAGES, "tokenizer"), external_inputs=external_inputs)
 def run(ctx):
-    from tokenizers import Tokenizer
-
-    from stages import tracking
+    from stages import pipeline, tracking
     from stages.evaluation.humaneval import humaneval
     from stages.evaluation.passkey import passkey_accuracy
     from stages.evaluation.perplexity import sliding_window_perplexity
 
     cfg = ctx.config
-    tokenizer = Tokenizer.from_file(tokenizer_file(ctx.inputs["tokenizer"]))
+    tokenizer = ctx.inputs["tokenizer"].load()
     report = {"models": {}}
-    for name in MODEL_STAGES:
-        upstream = ctx.inputs[name]
-        model = load_model(upstream.path(upstream.manifest["results"]["model"]))
+    model_stages = pipeline.models_read_by(ctx.stage)
+    for name in model_stages:
+        model = ctx.inputs[name].load()
         tokens = held_out_tokens(cfg, tokenizer, model.cfg.eos_token_id)
         result = {"perplexity": {}, "passkey": {}}
         for length in cfg.context_lengths:
@@ -137,9 +121,9 @@ def run(ctx):
                                                               cfg.seed)["accuracy"]
         result["experts"] = expert_balance(model, tokens, min(cfg.context_lengths))
         report["models"][name] = result
-    last = report["models"][MODEL_STAGES[-1]]
+    last = report["models"][model_stages[-1]]
     if cfg.humaneval_limit:
-        ctx.log(f"{MODEL_STAGES[-1]}: HumanEval on {cfg.humaneval_limit} problems")
+        ctx.log(f"{model_stages[-1]}: HumanEval on {cfg.humaneval_limit} problems")
 
         def complete(prompt: str, n: int) -> list[str]:
             ids = tokenizer.encode(prompt).ids

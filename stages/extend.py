@@ -9,8 +9,7 @@ lengths down (256 -> 1024 -> 4096) with the same YaRN rules.
 import dataclasses
 
 from model.config import ModelConfig
-from stages.pretrain import code_files, train_stage
-from stages.registry import stage
+from stages.pretrain import train_stage
 from stages.trainer.config import TrainingConfig
 
 
@@ -37,15 +36,12 @@ def extended_config(upstream_model_dir: str, cfg: ExtendConfig) -> ModelConfig:
 
 def _extend(ctx, upstream: str):
     parent = ctx.inputs[upstream]
-    model_config = extended_config(parent.path(parent.manifest["results"]["model"]), ctx.config)
-    return train_stage(ctx, model_config, init_checkpoint=parent.path(parent.manifest["results"]["checkpoint"]))
+    return train_stage(ctx, extended_config(parent.model_dir, ctx.config), init_checkpoint=parent.checkpoint)
 
 
-@stage("extend_32k", ExtendConfig, inputs=("pretrain", "tokenize", "tokenizer"), code_files=code_files())
 def run_32k(ctx):
     return _extend(ctx, "pretrain")
 
 
-@stage("extend_128k", ExtendConfig, inputs=("extend_32k", "tokenize", "tokenizer"), code_files=code_files())
 def run_128k(ctx):
     return _extend(ctx, "extend_32k")

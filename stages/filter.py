@@ -1,12 +1,12 @@
 """Stage `filter`: quality heuristics (beam_jobs.filter); rules from the config."""
 
 import dataclasses
-import json
 
 from beam_jobs import filter as filter_job
+from beam_jobs.params import check_settings
 from beam_jobs.quality import CodeRules, TextRules
+from stages.config import ConfigError
 from stages.data_common import documents_of, job_result
-from stages.registry import stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,10 +14,11 @@ class FilterConfig:
     text: TextRules = dataclasses.field(default_factory=TextRules)
     code: CodeRules = dataclasses.field(default_factory=CodeRules)
 
+    def validate(self, key):
+        check_settings(filter_job.FilterParams, self, key, ConfigError)   # the job's checks, one copy
 
-@stage("filter", FilterConfig, inputs=("dedup",), code_files=(filter_job.__file__,))
+
 def run(ctx):
-    argv = ["--input", documents_of(ctx.inputs["dedup"]), "--output", ctx.output_dir,
-            "--text-rules", json.dumps(dataclasses.asdict(ctx.config.text)),
-            "--code-rules", json.dumps(dataclasses.asdict(ctx.config.code))]
-    return job_result(filter_job.run(argv + ctx.beam_args), "kept-*.parquet")
+    params = filter_job.FilterParams(input=documents_of(ctx.inputs["dedup"]), output=ctx.output_dir,
+                                     text=ctx.config.text, code=ctx.config.code)
+    return job_result(filter_job.run(params, ctx.beam_args), "kept-*.parquet")

@@ -13,13 +13,9 @@ import os
 from stages.config import ConfigError
 from stages.posttrain import upstream
 from stages.posttrain.grpo_loss import LOSS_TYPES
-from stages.pretrain import code_files, publish_model
-from stages.registry import stage
-from stages.sft import POSTTRAIN_CODE
+from stages.pretrain import publish_model
 from stages.trainer.config import OptimizerConfig
 
-GRPO_CODE = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), "posttrain", f)
-                  for f in ("grpo_loss.py", "grpo_trainer.py", "rollout.py"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +69,6 @@ def held_out_report(model, template, problems, cfg: GRPOConfig) -> dict:
     return {"greedy": greedy, "sampled": sampled}
 
 
-@stage("grpo", GRPOConfig, inputs=("sft", "posttrain_data", "tokenizer"),
-       code_files=(*code_files(), *POSTTRAIN_CODE, *GRPO_CODE))
 def run(ctx):
     from stages import tracking
     from stages.posttrain.grpo_trainer import GRPOTrainer
@@ -83,22 +77,21 @@ def run(ctx):
     cfg = ctx.config
     parent, data = ctx.inputs["sft"], ctx.inputs["posttrain_data"]
     template = upstream.chat_template(ctx.inputs["tokenizer"])
-    train_problems = upstream.data(data, "prompts_train")
-    held_out = upstream.data(data, "prompts_held_out")[:cfg.eval_problems]
+    train_problems = data.records("prompts_train")
+    held_out = data.records("prompts_held_out")[:cfg.eval_problems]
     if len(train_problems) < cfg.prompts_per_step:
         raise ValueError(f"{len(train_problems)} training prompts, fewer than prompts_per_step {cfg.prompts_per_step}")
-    policy, reference = upstream.load_model(parent), upstream.load_model(parent)
+    policy, reference = parent.load(), parent.load()
     ctx.log("held-out evaluation of the SFT model")
     before = held_out_report(policy, template, held_out, cfg)
     ml = tracking.mlflow()
     trainer = GRPOTrainer(policy, reference, template, cfg, ctx.work_dir,
                           log_metrics=lambda metrics, step: ml.log_metrics(metrics, step=step))
-    summary = trainer.fit(train_problems)
+    summary = trainer.fit(train_problems, discard_unreadable=ctx.force)
     ctx.log("held-out evaluation of the GRPO model")
     after = held_out_report(policy, template, held_out, cfg)
     model_uri = publish_model(ctx, policy, os.path.join(ctx.work_dir, "metrics.jsonl"),
-                              lineage={"parent_model": parent.manifest["results"]["mlflow_model"],
-                                       "reference_model": parent.manifest["results"]["mlflow_model"],
+                              lineage={"parent_model": parent.mlflow_model, "reference_model": parent.mlflow_model,
                                        "training_data": data.uri})
     return {"model": "model", "checkpoint": "checkpoint/final", "steps": cfg.steps, "mlflow_model": model_uri,
             "held_out": {"before": before, "after": after},

@@ -9,9 +9,9 @@ import os
 import sysconfig
 
 from beam_jobs import ingest as ingest_job
+from beam_jobs.params import check_settings
 from stages.config import ConfigError
 from stages.data_common import job_result, merge_counts, subdir
-from stages.registry import stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,14 +24,14 @@ class SourceConfig:
     max_files: int | None = None        # the first N matched files (sorted), to bound a run
     exclude: list[str] = dataclasses.field(default_factory=list)   # fnmatch patterns on the path
     skip_missing: bool = False          # a pattern that matches nothing is fine (optional corpus parts)
+    # a larger document is quarantined as "too_large" (bounds the memory of later jobs)
+    max_document_bytes: int = ingest_job.DEFAULT_MAX_DOCUMENT_BYTES
 
     def validate(self, key):
-        if self.kind not in ("auto", "code", "text"):
-            raise ConfigError(f"{key}.kind: expected code, text or auto, got {self.kind!r}")
-        if self.format not in ("auto", "text", "jsonl", "parquet"):
-            raise ConfigError(f"{key}.format: expected auto, text, jsonl or parquet, got {self.format!r}")
         if not self.paths:
             raise ConfigError(f"{key}.paths: at least one path or glob")
+        # kind, format, text_field, max_files, max_document_bytes: the job's checks, one copy
+        check_settings(ingest_job.IngestParams, self, key, ConfigError, source=self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,17 +86,15 @@ def external_inputs(config: IngestConfig) -> dict:
     return out
 
 
-@stage("ingest", IngestConfig, external_inputs=external_inputs,
-       code_files=(ingest_job.__file__,))
 def run(ctx):
     results = {}
     for source in ctx.config.sources:
         files = expand(source)
         out = subdir(ctx, os.path.join("sources", source.name))
         ctx.log(f"source {source.name}: {len(files)} files")
-        argv = [a for f in files for a in ("--input", f)]
-        argv += ["--output", out, "--source", source.name, "--kind", source.kind, "--format", source.format,
-                 "--text-field", source.text_field]
-        results[source.name] = job_result(ingest_job.run(argv + ctx.beam_args), None)
+        params = ingest_job.IngestParams(input=tuple(files), output=out, source=source.name, kind=source.kind,
+                                         format=source.format, text_field=source.text_field,
+                                         max_document_bytes=source.max_document_bytes)
+        results[source.name] = job_result(ingest_job.run(params, ctx.beam_args), None)
     return {**merge_counts(list(results.values())), "by_source": results,
             "documents": os.path.join("sources", "*", "kept-*.parquet")}

@@ -3,9 +3,9 @@
 import dataclasses
 
 from beam_jobs import mix as mix_job
+from beam_jobs.params import check_settings
 from stages.config import ConfigError
 from stages.data_common import documents_of, job_result
-from stages.registry import stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,22 +18,12 @@ class MixConfig:
     seed: int = 0
 
     def validate(self, key):
-        if self.group_by not in ("kind", "source"):
-            raise ConfigError(f"{key}.group_by: expected kind or source, got {self.group_by!r}")
-        if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
-            raise ConfigError(f"{key}.weights: non-negative with a positive total, got {self.weights}")
-        if self.target_documents is not None and self.target_tokens is not None:
-            raise ConfigError(f"{key}.target_tokens: give at most one of target_documents and target_tokens")
+        check_settings(mix_job.MixParams, self, key, ConfigError)   # the job's checks, one copy
 
 
-@stage("mix", MixConfig, inputs=("filter",), code_files=(mix_job.__file__,))
 def run(ctx):
     c = ctx.config
-    argv = ["--input", documents_of(ctx.inputs["filter"]), "--output", ctx.output_dir,
-            "--weights", ",".join(f"{k}={v}" for k, v in c.weights.items()), "--group-by", c.group_by,
-            "--bytes-per-token", str(c.bytes_per_token), "--seed", str(c.seed)]
-    if c.target_documents is not None:
-        argv += ["--target-documents", str(c.target_documents)]
-    if c.target_tokens is not None:
-        argv += ["--target-tokens", str(c.target_tokens)]
-    return job_result(mix_job.run(argv + ctx.beam_args), "kept-*.parquet")
+    params = mix_job.MixParams(input=documents_of(ctx.inputs["filter"]), output=ctx.output_dir,
+                               weights=dict(c.weights), group_by=c.group_by, target_documents=c.target_documents,
+                               target_tokens=c.target_tokens, bytes_per_token=c.bytes_per_token, seed=c.seed)
+    return job_result(mix_job.run(params, ctx.beam_args), "kept-*.parquet")

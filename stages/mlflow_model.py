@@ -19,12 +19,9 @@ class CausalLMGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from tokenizers import Tokenizer
 
-        from model.config import ModelConfig
-        from model.transformer import DeepSeekV3CausalLM
+        from stages.artifact_types import load_model_dir
 
-        model_dir = context.artifacts["model"]
-        self.model = DeepSeekV3CausalLM(ModelConfig.from_hf(model_dir))
-        self.model.load_weights(os.path.join(model_dir, "model.weights.h5"))
+        self.model = load_model_dir(context.artifacts["model"])
         self.tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
 
     def predict(self, context, model_input, params=None):
@@ -50,7 +47,7 @@ def log_and_register(model_dir: str, tokenizer_path: str, registered_name: str,
     info = mlflow.pyfunc.log_model(
         name="model", python_model=CausalLMGenerator(), signature=signature,
         artifacts={"model": model_dir, "tokenizer": tokenizer_path},
-        code_paths=[os.path.join(REPO_ROOT, "model")],
+        code_paths=[os.path.join(REPO_ROOT, "model"), os.path.join(REPO_ROOT, "stages")],
         pip_requirements=["tensorflow", "keras>=3.8", "tokenizers", "numpy"],
         registered_model_name=registered_name)
     version = getattr(info, "registered_model_version", None)

@@ -4,7 +4,7 @@ import dataclasses
 from typing import Any
 
 from model.config import ModelConfig
-from stages.config import ConfigError, register_section
+from stages.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,5 +25,3 @@ class ModelSection:
         except ValueError as e:
             raise ConfigError(f"{key}: {e}") from None
 
-
-register_section("model", ModelSection)

@@ -17,7 +17,8 @@ import dataclasses
 
 import yaml
 
-from stages.config import ConfigError, from_dict, register_section
+from stages import pipeline
+from stages.config import ConfigError, from_dict
 
 MODES = ("local", "docker", "kubernetes")
 
@@ -46,12 +47,9 @@ class StageOrchestration:
 
 DEFAULT = StageOrchestration(retries=0, retry_delay_seconds=30, timeout_minutes=60, workers=1,
                              resources=Resources(cpu="1", memory="4Gi", gpu=0))
-TRAINING_STAGES = ("pretrain", "extend_32k", "extend_128k", "sft", "grpo", "distill")
-
-
-# Training stages ask for one GPU unless the preset's entry for the stage says otherwise
-# (local mode ignores resources).
-BUILT_IN_STAGES = {name: StageOrchestration(resources=Resources(gpu=1)) for name in TRAINING_STAGES}
+# Training stages (kind "train" in the pipeline spec) ask for one GPU unless the preset's
+# entry for the stage says otherwise (local mode ignores resources).
+BUILT_IN_STAGES = {name: StageOrchestration(resources=Resources(gpu=1)) for name in pipeline.of_kind("train")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +84,6 @@ class OrchestrationConfig:
                                  for f in dataclasses.fields(Resources)})
         return StageOrchestration(**fields, resources=resources)
 
-
-register_section("orchestration", OrchestrationConfig)
 
 
 def is_orchestration_override(assignment: str) -> bool:

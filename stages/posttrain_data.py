@@ -23,7 +23,6 @@ import sysconfig
 from stages.config import ConfigError
 from stages.posttrain import docstrings, tasks
 from stages.posttrain.tasks import GENERATORS
-from stages.registry import stage
 
 OUTPUT_FILES = {"sft_train": "sft_train.jsonl", "sft_held_out": "sft_held_out.jsonl",
                 "prompts_train": "prompts_train.jsonl", "prompts_held_out": "prompts_held_out.jsonl"}
@@ -135,9 +134,6 @@ def write_jsonl(path: str, records: list[dict]) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-@stage("posttrain_data", PosttrainDataConfig, external_inputs=external_inputs,
-       code_files=(tasks.__file__, docstrings.__file__,
-                   os.path.join(os.path.dirname(tasks.__file__), "code_tasks.py")))
 def run(ctx):
     cfg = ctx.config
     # every reason reported, 0 included, so runs compare metric by metric

@@ -11,9 +11,6 @@ import json
 import os
 
 from stages.posttrain import upstream
-from stages.registry import stage
-
-MODEL_STAGES = ("extend_128k", "sft", "grpo", "distill")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,22 +46,21 @@ def plot(report: dict, path: str) -> None:
     plt.close(figure)
 
 
-@stage("posttrain_evaluate", PosttrainEvaluateConfig, inputs=(*MODEL_STAGES, "posttrain_data", "tokenizer"))
 def run(ctx):
-    from stages import tracking
+    from stages import pipeline, tracking
     from stages.distill import teacher_kl
     from stages.posttrain.policy_eval import evaluate_policy
     from stages.sft import encode_all
 
     cfg = ctx.config
     template = upstream.chat_template(ctx.inputs["tokenizer"])
-    problems = upstream.data(ctx.inputs["posttrain_data"], "prompts_held_out")
+    problems = ctx.inputs["posttrain_data"].records("prompts_held_out")
     problems = problems[:cfg.problems] if cfg.problems else problems
     report = {"problems": len(problems), "models": {}}
     models = {}
-    for name in MODEL_STAGES:
+    for name in pipeline.models_read_by(ctx.stage):
         ctx.log(f"{name}: {len(problems)} held-out problems, greedy and {cfg.samples} samples each")
-        model = models[name] = upstream.load_model(ctx.inputs[name])
+        model = models[name] = ctx.inputs[name].load()
         report["models"][name] = {
             "parameters": model.count_params(),
             "greedy": evaluate_policy(model, template, problems, cfg.reward_functions, cfg.max_new_tokens),

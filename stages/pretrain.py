@@ -13,13 +13,8 @@ import json
 import os
 import shutil
 
-from stages import model_section  # noqa: F401  (registers the `model` config section)
-from stages.data_common import tokenizer_file
-from stages.registry import stage
 from stages.trainer.config import TrainingConfig
 
-TRAINING_CODE = ("trainer/loop.py", "trainer/input.py", "trainer/schedule.py", "trainer/config.py",
-                 "trainer/distribution.py", "trainer/optimizer.py", "model_section.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,17 +22,8 @@ class PretrainConfig(TrainingConfig):
     pass
 
 
-def code_files() -> tuple[str, ...]:
-    here = os.path.dirname(os.path.abspath(__file__))
-    model_dir = os.path.join(os.path.dirname(here), "model")
-    model_files = [os.path.join(model_dir, f) for f in sorted(os.listdir(model_dir)) if f.endswith(".py")]
-    return (*[os.path.join(here, f) for f in TRAINING_CODE], *model_files)
-
-
-def tokenizer_special_ids(tokenizer_output) -> dict[str, int]:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(tokenizer_file(tokenizer_output))
+def tokenizer_special_ids(tokenizer_artifact) -> dict[str, int]:
+    tokenizer = tokenizer_artifact.load()
     return {"vocab_size": tokenizer.get_vocab_size(), "eos": tokenizer.token_to_id("<｜end▁of▁sentence｜>")}
 
 
@@ -56,7 +42,8 @@ def train_stage(ctx, model_config, init_checkpoint: str | None = None) -> dict:
     ml = tracking.mlflow()
     trainer = Trainer(model_config, ctx.config, ctx.work_dir,
                       log_metrics=lambda metrics, step: ml.log_metrics(metrics, step=step))
-    summary = trainer.fit(ctx.inputs["tokenize"].uri, special["eos"], init_weights=init_checkpoint)
+    summary = trainer.fit(ctx.inputs["tokenize"].directory, special["eos"], init_weights=init_checkpoint,
+                          discard_unreadable=ctx.force)
     model_uri = publish_model(ctx, trainer.model, os.path.join(ctx.work_dir, "metrics.jsonl"))
     return {"model": "model", "checkpoint": "checkpoint/final", "steps": ctx.config.steps, "mlflow_model": model_uri,
             "final": {k: v for k, v in summary.items() if "/moe_" not in k}}
@@ -70,8 +57,8 @@ def publish_model(ctx, model, metrics_file: str, lineage: dict[str, str] | None 
 
     export_model(model, ctx.output_dir)
     shutil.copy(metrics_file, os.path.join(ctx.output_dir, "metrics.jsonl"))
-    return log_and_register(os.path.join(ctx.output_dir, "model"), tokenizer_file(ctx.inputs["tokenizer"]),
-                            f"{ctx.full_config.pipeline.name}-{ctx.stage}", lineage)
+    return log_and_register(os.path.join(ctx.output_dir, "model"), ctx.inputs["tokenizer"].file,
+                            f"{ctx.pipeline_name}-{ctx.stage}", lineage)
 
 
 def export_model(model, output_dir: str) -> None:
@@ -89,6 +76,5 @@ def export_model(model, output_dir: str) -> None:
     tf.train.Checkpoint(model=model_variables(model)).write(os.path.join(output_dir, "checkpoint", "final"))
 
 
-@stage("pretrain", PretrainConfig, inputs=("tokenize", "tokenizer"), code_files=code_files())
 def run(ctx):
-    return train_stage(ctx, ctx.full_config["model"].build())
+    return train_stage(ctx, ctx.section("model").build())

@@ -18,13 +18,8 @@ import os
 from stages.config import ConfigError
 from stages.posttrain import upstream
 from stages.posttrain.packing import pack
-from stages.pretrain import code_files, publish_model
-from stages.registry import stage
+from stages.pretrain import publish_model
 from stages.trainer.config import TrainingConfig
-
-POSTTRAIN_CODE = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), "posttrain", f)
-                       for f in ("chat.py", "packing.py", "upstream.py", "policy_eval.py", "rewards.py"))
-
 
 @dataclasses.dataclass(frozen=True)
 class SFTConfig(TrainingConfig):
@@ -78,10 +73,7 @@ def encode_all(template, conversations: list[dict], seq_len: int):
     return pack(samples, seq_len, template.pad_id)
 
 
-@stage("sft", SFTConfig, inputs=("extend_128k", "posttrain_data", "tokenizer"),
-       code_files=(*code_files(), *POSTTRAIN_CODE))
 def run(ctx):
-    from model.config import ModelConfig
     from stages import tracking
     from stages.posttrain.policy_eval import examples
     from stages.trainer.input import array_dataset
@@ -89,25 +81,25 @@ def run(ctx):
 
     parent, data = ctx.inputs["extend_128k"], ctx.inputs["posttrain_data"]
     template = upstream.chat_template(ctx.inputs["tokenizer"])
-    train_rows = encode_all(template, upstream.data(data, "sft_train"), ctx.config.seq_len)
-    held_out_rows = encode_all(template, upstream.data(data, "sft_held_out"), ctx.config.seq_len)
-    problems = upstream.data(data, "prompts_held_out")[:ctx.config.eval_problems]
+    train_rows = encode_all(template, data.records("sft_train"), ctx.config.seq_len)
+    held_out_rows = encode_all(template, data.records("sft_held_out"), ctx.config.seq_len)
+    problems = data.records("prompts_held_out")[:ctx.config.eval_problems]
     cfg = with_epochs(ctx.config, len(train_rows.token_ids))
     ctx.log(f"{train_rows.samples} conversations in {len(train_rows.token_ids)} rows of {cfg.seq_len} "
             f"({train_rows.dropped_too_long} longer than a row, dropped); {cfg.steps} steps")
 
     ctx.log("held-out evaluation of the parent model")
-    before = held_out_report(upstream.load_model(parent), template, held_out_rows, problems, cfg)
+    before = held_out_report(parent.load(), template, held_out_rows, problems, cfg)
     ml = tracking.mlflow()
-    trainer = Trainer(ModelConfig.from_hf(upstream.model_dir(parent)), cfg, ctx.work_dir,
+    trainer = Trainer(parent.config(), cfg, ctx.work_dir,
                       log_metrics=lambda metrics, step: ml.log_metrics(metrics, step=step))
     features = train_rows.features()
     summary = trainer.fit_on(lambda batch, context, skip: array_dataset(features, batch, cfg.seed, context, skip),
-                             init_weights=upstream.checkpoint(parent))
+                             init_weights=parent.checkpoint, discard_unreadable=ctx.force)
     ctx.log("held-out evaluation of the fine-tuned model")
     after = held_out_report(trainer.model, template, held_out_rows, problems, cfg)
     model_uri = publish_model(ctx, trainer.model, os.path.join(ctx.work_dir, "metrics.jsonl"),
-                              lineage={"parent_model": parent.manifest["results"]["mlflow_model"],
+                              lineage={"parent_model": parent.mlflow_model,
                                        "training_data": data.uri})
     return {"model": "model", "checkpoint": "checkpoint/final", "steps": cfg.steps, "mlflow_model": model_uri,
             "packing": {"rows": len(train_rows.token_ids), "conversations": train_rows.samples,

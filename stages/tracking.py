@@ -9,19 +9,64 @@ TAG_PIPELINE_RUN = "seekforge.pipeline_run"
 TAG_CACHE_KEY = "seekforge.cache_key"
 TAG_UPSTREAM = "seekforge.upstream"        # comma-separated MLflow run ids
 TAG_PROCESS = "seekforge.process"          # host:pid of the process executing the run
+TAG_FORCED = "seekforge.forced"            # "true" on a run made by --force (or an Airflow rerun)
+TAG_REPLACES = "seekforge.replaces"        # the run whose output (same key) this one replaced
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # Set by Airflow for each task (dags/stage_command passes them into containers too).
 AIRFLOW_TAGS = {"AIRFLOW_CTX_DAG_ID": "airflow.dag_id", "AIRFLOW_CTX_DAG_RUN_ID": "airflow.run_id",
                 "AIRFLOW_CTX_TASK_ID": "airflow.task_id", "AIRFLOW_CTX_TRY_NUMBER": "airflow.try_number"}
 
 
-def mlflow():
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer."""
+
+
+def mlflow(settings=None):
+    """The mlflow module, pointed at the tracking store. With `settings` (the pipeline
+    config section): MLflow's HTTP timeout and retries from it, unless the MLFLOW_HTTP_*
+    variables say otherwise (MLflow's own defaults, 120 s and 7 retries with backoff, make
+    a dead server fail a stage after minutes), and a server URI is checked first."""
     import logging
     import mlflow as _mlflow
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    _mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if settings is not None:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, settings.tracking_timeout_seconds))))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.tracking_retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        if uri.startswith(("http://", "https://")):
+            check_reachable(uri, settings.tracking_timeout_seconds)
+    _mlflow.set_tracking_uri(uri)
     return _mlflow
+
+
+def check_reachable(uri: str, timeout: float) -> None:
+    """One GET of the server's /health, so a stage fails in seconds with a clear message
+    rather than after its work (or never, on a server that accepts and does not answer)."""
+    import urllib.error
+    import urllib.request
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read(64)
+    except urllib.error.HTTPError:
+        return   # it answers (a proxy or an older server without /health)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingUnavailable(f"the MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer "
+                                  f"within {timeout:g}s: {reason}; start it or point MLFLOW_TRACKING_URI "
+                                  f"elsewhere (pipeline.tracking_timeout_seconds sets the wait)") from None
+
+
+def get_run(client, run_id: str):
+    """The MLflow run, or a ValueError naming the id and the store."""
+    from mlflow.exceptions import MlflowException
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        raise ValueError(f"no MLflow run {run_id!r} in {client.tracking_uri} "
+                         f"({str(e).splitlines()[0][:200]})") from None
 
 
 def log_input(ml, name: str, uri: str, digest: str, context: str) -> None:

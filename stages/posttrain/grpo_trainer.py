@@ -23,7 +23,7 @@ import tensorflow as tf
 from stages.posttrain import rollout
 from stages.posttrain.grpo_loss import grpo_loss, group_advantages, token_entropy, token_log_probs
 from stages.posttrain.rewards import combined_reward
-from stages.trainer.optimizer import make_optimizer, resumable
+from stages.trainer.optimizer import make_optimizer, resumable, truncate_metrics
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -102,10 +102,11 @@ class GRPOTrainer:
         return metrics
 
     # ------------------------------------------------------------------ the run
-    def fit(self, problems: list[dict], init_weights: str | None = None) -> dict:
+    def fit(self, problems: list[dict], init_weights: str | None = None, discard_unreadable: bool = False) -> dict:
         cfg = self.cfg
         checkpoint, manager = resumable(self.policy, self.optimizer, os.path.join(self.output_dir, "checkpoints"),
-                                        cfg.keep_checkpoints, init_weights)
+                                        cfg.keep_checkpoints, init_weights, discard_unreadable)
+        truncate_metrics(os.path.join(self.output_dir, METRICS_FILE), self.step)
         last = {}
         while self.step < cfg.steps:
             start = time.perf_counter()

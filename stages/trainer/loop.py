@@ -30,7 +30,7 @@ from model.transformer import DeepSeekV3CausalLM
 from stages.trainer.config import TrainingConfig
 from stages.trainer.distribution import is_chief, make_strategy
 from stages.trainer.input import training_dataset
-from stages.trainer.optimizer import make_optimizer, resumable
+from stages.trainer.optimizer import make_optimizer, resumable, truncate_metrics
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -172,11 +172,12 @@ class Trainer:
         return self._steps[micro]
 
     # ------------------------------------------------------------------ the run
-    def fit(self, shard_dir: str, eos_id: int, init_weights: str | None = None) -> dict:
+    def fit(self, shard_dir: str, eos_id: int, init_weights: str | None = None,
+            discard_unreadable: bool = False) -> dict:
         """Pretraining: fit_on the packed shards of `tokenize`."""
-        return self.fit_on(self.shard_batches(shard_dir, eos_id), init_weights)
+        return self.fit_on(self.shard_batches(shard_dir, eos_id), init_weights, discard_unreadable)
 
-    def fit_on(self, batches, init_weights: str | None = None) -> dict:
+    def fit_on(self, batches, init_weights: str | None = None, discard_unreadable: bool = False) -> dict:
         """Train to cfg.steps on `batches` (see `dataset`), resuming from the newest
         checkpoint in output_dir if any. init_weights: a checkpoint prefix (an upstream
         stage's) to start a fresh run from. Returns the last logged metrics."""
@@ -184,8 +185,11 @@ class Trainer:
         directory = os.path.join(self.output_dir, "checkpoints")
         if not self.chief:  # other workers write where nobody reads (the TF multi-worker pattern)
             directory = os.path.join(self.output_dir, f"checkpoints-worker-{self.strategy.cluster_resolver.task_id}")
-        checkpoint, manager = resumable(self.model, self.optimizer, directory, cfg.keep_checkpoints, init_weights)
+        checkpoint, manager = resumable(self.model, self.optimizer, directory, cfg.keep_checkpoints, init_weights,
+                                        discard_unreadable)
         step = self.step
+        if self.chief:
+            truncate_metrics(os.path.join(self.output_dir, METRICS_FILE), step)
         iterator = iter(self.dataset(batches, start_step=step))
         last, window_start, window_tokens = {}, time.perf_counter(), 0
         while step < cfg.steps:

@@ -1,5 +1,7 @@
 """AdamW and checkpoints, the same for every stage that updates weights."""
 
+import shutil
+
 import keras
 import tensorflow as tf
 
@@ -31,20 +33,94 @@ def model_variables(model) -> tf.Module:
     return holder
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that lacks variables of the model."""
+
+
+def checkpoint_values(prefix: str) -> dict[str, list[int]]:
+    """{key: shape} of a checkpoint after reading every value once, so a truncated or
+    corrupt checkpoint is found before any variable is assigned from it."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = reader.get_variable_to_shape_map()
+        for key in shapes:
+            reader.get_tensor(key)
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError(f"{prefix}: not a readable checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300]})") from None
+    return {key: list(shape) for key, shape in shapes.items()}
+
+
+def missing_model_variables(prefix: str, holder: tf.Module) -> list[str]:
+    """The model variable paths with no value of the same shape in the checkpoint."""
+    shapes = checkpoint_values(prefix)
+    return [path for path, variable in holder.variables_by_path.items()
+            if shapes.get(_checkpoint_key(path)) != list(variable.shape)]
+
+
+def _checkpoint_key(path: str) -> str:
+    # tf.train escapes "." and "/" in the dictionary keys of the object graph
+    escaped = path.replace(".", "..").replace("/", ".S")
+    return f"model/variables_by_path/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
 def load_weights(model, checkpoint_prefix: str) -> None:
-    """The model's variables from a checkpoint written by a training stage."""
-    tf.train.Checkpoint(model=model_variables(model)).read(checkpoint_prefix).expect_partial()
+    """Every model variable from a checkpoint written by a training stage (extra values,
+    the optimizer's, are ignored). A checkpoint that lacks any of the model's variables is
+    an error naming them: a model half-initialised at random must never train on."""
+    variables = model_variables(model)
+    missing = missing_model_variables(checkpoint_prefix, variables)
+    if missing:
+        raise CheckpointError(f"{checkpoint_prefix}: {len(missing)} of the model's {len(model.variables)} "
+                              f"variables are not in this checkpoint (e.g. {', '.join(missing[:3])}); is it a "
+                              "checkpoint of a model of this shape?")
+    tf.train.Checkpoint(model=variables).read(checkpoint_prefix).expect_partial()
 
 
-def resumable(model, optimizer, directory: str, keep: int, init_weights: str | None = None):
+def resumable(model, optimizer, directory: str, keep: int, init_weights: str | None = None,
+              discard_unreadable: bool = False):
     """(checkpoint, manager) over model + optimizer in `directory`, restored from its newest
-    checkpoint if there is one, else the model initialised from init_weights if given."""
-    checkpoint = tf.train.Checkpoint(model=model_variables(model), optimizer=optimizer)
+    checkpoint if there is one, else the model initialised from init_weights if given.
+
+    A resume checkpoint that cannot be restored whole is an error naming it, or, with
+    discard_unreadable (the stage's --force), removed with a message, and the run starts
+    over. It is read through once before restoring, so a bad one assigns nothing."""
+    holder = model_variables(model)
+    checkpoint = tf.train.Checkpoint(model=holder, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_consumed()
-        print(f"resumed from {manager.latest_checkpoint} at step {int(optimizer.iterations.numpy())}", flush=True)
-    elif init_weights:
+    latest = manager.latest_checkpoint
+    if latest:
+        try:
+            missing = missing_model_variables(latest, holder)
+            if missing:
+                raise CheckpointError(f"{latest}: lacks {len(missing)} model variables (e.g. {missing[0]})")
+            checkpoint.restore(latest).assert_consumed()
+        except (CheckpointError, AssertionError) as e:
+            if not discard_unreadable:
+                raise CheckpointError(f"{latest}: the resume checkpoint cannot be restored ({e}); rerun with "
+                                      "--force to discard it and start over") from None
+            print(f"discarding the unreadable resume checkpoint {latest} ({e}); starting over", flush=True)
+            shutil.rmtree(directory, ignore_errors=True)
+            manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep)
+        else:
+            print(f"resumed from {latest} at step {int(optimizer.iterations.numpy())}", flush=True)
+            return checkpoint, manager
+    if init_weights:
         load_weights(model, init_weights)
         print(f"initialised from {init_weights}", flush=True)
     return checkpoint, manager
+
+
+def truncate_metrics(path: str, step: int) -> None:
+    """Keep the logged metrics of steps <= `step` (the resumed step): a killed run logged
+    steps after its last checkpoint, and the resumed run logs them again."""
+    import json
+    import os
+
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)

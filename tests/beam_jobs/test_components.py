@@ -93,8 +93,8 @@ def test_a_chain_ends_in_one_cluster_with_one_and_two_workers(tmp_path):
     results = []
     for workers in (1, 2):
         out = tmp_path / f"out{workers}"
-        dedup.run(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(out), "--threshold", str(threshold),
-                   "--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
+        dedup.run(dedup.DedupParams(input=str(tmp_path / "in" / "*.parquet"), output=str(out), threshold=threshold),
+                  ["--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
                    "--direct_num_workers", str(workers)])
         kept, removed = read_rows(out), read_rows(out, "removed")
         results.append((sorted(d["id"] for d in kept), sorted((r["id"], r["cluster_id"], r["kept_id"]) for r in removed)))

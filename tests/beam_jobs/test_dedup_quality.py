@@ -92,6 +92,21 @@ def write_docs(path, docs):
     pq.write_table(pa.Table.from_pylist(docs, schema=DOCUMENT_SCHEMA), path / "kept-00000-of-00001.parquet")
 
 
+def test_a_long_document_is_signed_in_chunks_to_the_same_signature():
+    """update_batch holds a [shingles, num_perm] matrix; Signer feeds it chunks, and the
+    minimum over chunks is the signature of the whole document."""
+    import numpy as np
+    from datasketch import MinHash
+    from beam_jobs import minhash
+    rng = random.Random(1)
+    text = " ".join(f"w{rng.randrange(10**6)}" for _ in range(3 * minhash.SIGNATURE_CHUNK + 17))
+    signer = minhash.Signer()
+    whole = MinHash(num_perm=signer.num_perm, permutations=signer._template.permutations, scheme=minhash.SCHEME,
+                    hashfunc=int)
+    whole.update_batch(minhash.shingle_hashes(text).tolist())
+    assert np.array_equal(signer.signature(text), whole.hashvalues)
+
+
 def test_default_bands_find_pairs_at_the_threshold_with_probability_097():
     assert candidate_probability(DEFAULT_THRESHOLD, DEFAULT_BANDS, DEFAULT_ROWS) >= 0.97
     assert candidate_probability(0.8, 14, 8) == pytest.approx(0.924, abs=0.001)  # FineWeb's, for contrast
@@ -104,7 +119,8 @@ def test_recall_and_precision_on_planted_near_duplicates_of_real_code(tmp_path, 
     assert len(truth) >= 50, "the planted set must contain many true pairs"
     write_docs(tmp_path / "in", docs)
 
-    manifest = dedup.run(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / "out")] + IN_MEMORY)
+    manifest = dedup.run(dedup.DedupParams(input=str(tmp_path / "in" / "*.parquet"), output=str(tmp_path / "out")),
+                         IN_MEMORY)
 
     kept, removed = read_rows(tmp_path / "out"), read_rows(tmp_path / "out", "removed")
     assert len(kept) + len(removed) == len(docs) == manifest["documents_in"]

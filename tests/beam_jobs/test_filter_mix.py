@@ -32,8 +32,8 @@ def test_filter_conserves_counts_and_writes_reasons(tmp_path):
     docs = [make_document(PROSE, "t", "text", "p"), make_document("tiny text", "t", "text", "s"),
             make_document("# auto-generated\nx=1\n", "c", "code", "g"), make_document("def f():\n    pass\n", "c", "code", "f")]
     _write(tmp_path / "in", docs)
-    m = filter_job.run(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / "out"),
-                        "--text-rules", '{"min_words": 20}'] + IN_MEMORY)
+    m = filter_job.run(filter_job.FilterParams(input=str(tmp_path / "in" / "*.parquet"), output=str(tmp_path / "out"),
+                                               text=TextRules(min_words=20)), IN_MEMORY)
     removed = read_rows(tmp_path / "out", "removed")
     assert m["documents_in"] == m["documents_kept"] + m["documents_removed"] == 4
     assert m["removed_by_reason"] == {"auto_generated": 1, "min_words": 1}
@@ -47,11 +47,21 @@ def test_mix_hits_weights_and_is_reproducible(tmp_path):
     _write(tmp_path / "in", code + text)
     runs = []
     for name in ("a", "b"):
-        m = mix.run(["--input", str(tmp_path / "in" / "*.parquet"), "--output", str(tmp_path / name),
-                     "--weights", "code=0.75,text=0.25", "--target-documents", "80", "--seed", "5"] + IN_MEMORY)
+        m = mix.run(mix.MixParams(input=str(tmp_path / "in" / "*.parquet"), output=str(tmp_path / name),
+                                  weights={"code": 0.75, "text": 0.25}, target_documents=80, seed=5), IN_MEMORY)
         assert m["documents_in"] == m["documents_kept"] + m["documents_removed"] == len(code) + len(text)
         runs.append(sorted(d["id"] for d in read_rows(tmp_path / name)))
     assert runs[0] == runs[1]
     kept = read_rows(tmp_path / "a")
     n_code = sum(d["kind"] == "code" for d in kept)
     assert 45 <= n_code <= 75 and 8 <= len(kept) - n_code <= 32
+
+
+def test_a_truncated_parquet_input_is_an_error_naming_the_file(tmp_path):
+    import pytest
+    _write(tmp_path / "in", [make_document(PROSE, "t", "text", "p")])
+    good = (tmp_path / "in" / "kept-0.parquet").read_bytes()
+    (tmp_path / "in" / "kept-1.parquet").write_bytes(good[:len(good) // 2])
+    with pytest.raises(Exception, match=r"kept-1\.parquet: not a readable Parquet file"):
+        filter_job.run(filter_job.FilterParams(input=str(tmp_path / "in" / "*.parquet"), output=str(tmp_path / "out")),
+                       IN_MEMORY)

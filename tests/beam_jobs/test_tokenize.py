@@ -35,8 +35,8 @@ def corpus(tmp_path_factory):
     docs = [make_document(t, "s", "code", f"doc{i}") for i, t in enumerate(texts)]
     (root / "docs").mkdir()
     pq.write_table(pa.Table.from_pylist(docs, schema=DOCUMENT_SCHEMA), root / "docs" / "kept-0.parquet")
-    train_tokenizer.run(["--input", str(root / "docs" / "*.parquet"), "--output", str(root / "tk"),
-                         "--vocab-size", "1024"])
+    train_tokenizer.run(train_tokenizer.TrainTokenizerParams(input=str(root / "docs" / "*.parquet"),
+                                                             output=str(root / "tk"), vocab_size=1024))
     return root, docs
 
 
@@ -56,8 +56,9 @@ def test_shards_decode_to_the_documents_in_order(corpus):
     root, docs = corpus
     out = root / "packed"
     seq_len = 64
-    manifest = tokenize.run(["--input", str(root / "docs" / "*.parquet"), "--tokenizer", str(root / "tk" / "tokenizer.json"),
-                             "--seq-len", str(seq_len), "--output", str(out), "--num-shards", "3"] + IN_MEMORY)
+    manifest = tokenize.run(tokenize.TokenizeParams(input=str(root / "docs" / "*.parquet"),
+                                                    tokenizer=str(root / "tk" / "tokenizer.json"), seq_len=seq_len,
+                                                    output=str(out), num_shards=3), IN_MEMORY)
     tok = Tokenizer.from_file(str(root / "tk" / "tokenizer.json"))
     index = shards.read_index(str(out))
     assert manifest["documents_in"] == manifest["documents_kept"] == len(docs) == index["documents"]
@@ -77,6 +78,9 @@ def test_shards_decode_to_the_documents_in_order(corpus):
         eos_count = sum(int(np.sum(t == 1)) for t, _ in rows)
         assert eos_count == len(expected)
     assert total_rows == index["rows"]
+    assert all(s["bytes"] == os.path.getsize(out / s["path"]) == s["rows"] * shards.framed_size(seq_len)
+               for s in index["shards"])
+    assert shards.verify_shards(str(out), read_all=True) == index
     assert manifest["tokens_out"] == index["tokens"] == sum(len(tok.encode(d["text"]).ids) + 1 for d in docs)
 
     import tensorflow as tf

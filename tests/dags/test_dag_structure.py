@@ -1,13 +1,10 @@
 """The DAG files import cleanly, and each phase's tasks and dependencies follow the
-stage list in stages/registry.py."""
+pipeline spec in stages/pipeline.py."""
 
 import pytest
 
 from dags import dag_factory, phases
-from dags.stage_list import registered_stages
-
-ALL_STAGES = ["ingest", "dedup", "filter", "mix", "tokenizer", "tokenize", "pretrain", "extend_32k",
-              "extend_128k", "evaluate", "posttrain_data", "sft", "grpo", "distill", "posttrain_evaluate", "export"]
+from stages import pipeline
 
 
 @pytest.fixture(scope="module")
@@ -31,24 +28,31 @@ def chain_of(dag) -> list[str]:
 
 def test_dag_files_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    registered = registered_stages()
-    expected = {p.dag_id for p in phases.PHASES if phases.phase_stages(p.dag_id, registered)}
-    assert set(dagbag.dag_ids) == expected
-    assert "seekforge_data" in expected
+    assert set(dagbag.dag_ids) == {p.dag_id for p in phases.PHASES} == set(pipeline.PHASE_DAGS.values())
 
 
-def test_tasks_follow_the_registered_stage_list(dagbag):
-    registered = registered_stages()
+def test_tasks_follow_the_pipeline_spec(dagbag):
     for dag_id in dagbag.dag_ids:
-        stages = [s for s in phases.BY_DAG_ID[dag_id].stages if s in registered]
-        assert chain_of(dagbag.dags[dag_id]) == stages
+        phase = phases.BY_DAG_ID[dag_id].phase
+        assert chain_of(dagbag.dags[dag_id]) == [s.name for s in pipeline.STAGES if s.phase == phase]
         for task in dagbag.dags[dag_id].tasks:
             assert task.stage == task.task_id
 
 
-def test_stage_list_read_from_source_equals_the_registry():
-    from stages import registry
-    assert registered_stages() == list(registry.load_stages())
+def test_every_stage_is_in_one_dag_in_pipeline_order():
+    tasks = [t for p in phases.PHASES for t in p.stages]
+    assert tasks == list(pipeline.BY_NAME)
+
+
+def test_reading_the_spec_imports_neither_tensorflow_nor_beam():
+    import subprocess
+    import sys
+    code = ("import sys; from dags import phases; from stages import pipeline, orchestration; "
+            "pipeline.section_references(); "
+            "print(sorted(m for m in ('tensorflow', 'apache_beam', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=dag_factory.run_settings.REPO_ROOT)
+    assert out.stdout.strip() == "[]"
 
 
 def test_data_phase_is_the_six_data_stages():
@@ -56,10 +60,10 @@ def test_data_phase_is_the_six_data_stages():
 
 
 def test_each_phase_publishes_the_asset_that_schedules_the_next():
-    dags = {p.dag_id: dag_factory.build_phase_dag(p.dag_id, ALL_STAGES) for p in phases.PHASES}
+    dags = {p.dag_id: dag_factory.build_phase_dag(p.dag_id) for p in phases.PHASES}
     assert chain_of(dags["seekforge_pretrain"]) == ["pretrain", "extend_32k", "extend_128k", "evaluate"]
     assert chain_of(dags["seekforge_posttrain"]) == ["posttrain_data", "sft", "grpo", "distill",
-                                                     "posttrain_evaluate", "export"]
+                                                     "posttrain_evaluate"]
     from airflow.sdk.definitions.timetables.simple import NullTimetable
     assert isinstance(dags["seekforge_data"].timetable, NullTimetable)   # triggered by hand (or the API)
     for phase in phases.PHASES:
@@ -72,17 +76,9 @@ def test_each_phase_publishes_the_asset_that_schedules_the_next():
             assert scheduled_by == [phases.BY_DAG_ID[phase.after].asset_name]
 
 
-def test_posttrain_dag_is_not_created_until_a_posttrain_stage_is_registered():
-    data_and_pretrain = ALL_STAGES[:6] + ["pretrain", "extend_32k", "extend_128k", "evaluate"]
-    assert dag_factory.build_phase_dag("seekforge_posttrain", data_and_pretrain) is None
-    assert dag_factory.build_phase_dag("seekforge_pretrain", ALL_STAGES[:6]) is None
-    dag = dag_factory.build_phase_dag("seekforge_posttrain", data_and_pretrain + ["posttrain_data", "sft"])
-    assert chain_of(dag) == ["posttrain_data", "sft"]
-
-
 def test_retries_and_timeouts_come_from_the_orchestration_config():
     from stages import orchestration
-    dag = dag_factory.build_phase_dag("seekforge_data", ALL_STAGES)
+    dag = dag_factory.build_phase_dag("seekforge_data")
     expected = orchestration.OrchestrationConfig().for_stage("dedup")
     task = dag.get_task("dedup")
     assert task.retries == expected.retries
@@ -91,7 +87,7 @@ def test_retries_and_timeouts_come_from_the_orchestration_config():
 
 def test_params_validate_preset_overrides_and_mode():
     import copy
-    dag = dag_factory.build_phase_dag("seekforge_data", ALL_STAGES)
+    dag = dag_factory.build_phase_dag("seekforge_data")
     good = copy.deepcopy(dag.params)
     good.update({"preset": "small", "overrides": ["dedup.threshold=0.7"], "mode": "kubernetes"})
     assert good.validate()["mode"] == "kubernetes"

@@ -21,11 +21,18 @@ def test_a_retried_or_cleared_task_forces_its_stage():
     assert stage_command.should_force(True, try_number=1)
 
 
-def test_mlflow_run_id_is_read_from_the_runtime_output():
-    log = ("[dedup] cache hit: /a (key k, MLflow run 0123456789abcdef0123456789abcdef); --force reruns it\n"
-           "[tokenize] published /b in 1.0s (MLflow run fedcba9876543210fedcba9876543210)")
-    assert stage_command.mlflow_run_id(log) == "fedcba9876543210fedcba9876543210"
-    assert stage_command.mlflow_run_id("nothing") is None
+def test_the_result_of_a_stage_is_read_from_its_result_file(tmp_path):
+    import json
+    first = stage_command.result_file("demo-1", "dedup", 1)
+    assert first == ".seekforge/results/demo-1/dedup-1.json"
+    for attempt, cached in ((1, False), (2, True)):
+        path = tmp_path / stage_command.result_file("demo-1", "dedup", attempt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"stage": "dedup", "run_id": f"r{attempt}", "cached": cached}))
+    assert stage_command.latest_results(str(tmp_path), "demo-1") == {"dedup": {"stage": "dedup", "run_id": "r2",
+                                                                                 "cached": True}}
+    assert stage_command.read_result(str(tmp_path / "absent.json")) is None
+    assert stage_command.latest_results(str(tmp_path), "no-such-run") == {}
 
 
 def test_orchestration_overrides_stay_with_the_dags():

@@ -1,8 +1,10 @@
 """SeekforgeStageOperator without a scheduler: the command it runs for a DAG run's
 settings, --force on a retried or cleared try, settings inherited through the previous
-phase's asset event, the asset event's MLflow run ids, and the local subprocess's
-environment and failure message."""
+phase's asset event, the asset event's MLflow run ids (from the stage's result file), and
+the local subprocess's environment and failure message."""
 
+import json
+import os
 import sys
 import types
 
@@ -11,7 +13,6 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dags import dag_factory, stage_command, stage_operator
 
-RUN_LINE = "[{stage}] published /a/{stage} in 1.0s (MLflow run {run_id})"
 
 
 def run_id_of(stage: str) -> str:
@@ -31,16 +32,21 @@ def fake_context(task, try_number=1, params=None, triggering=None, xcoms=None):
 
 @pytest.fixture
 def dag():
-    return dag_factory.build_phase_dag("seekforge_data", ["ingest", "dedup", "filter", "mix", "tokenizer", "tokenize"])
+    return dag_factory.build_phase_dag("seekforge_data")
 
 
 @pytest.fixture
-def calls(monkeypatch):
+def calls(monkeypatch, tmp_path):
+    """_run_local replaced by a stand-in that writes the result file the CLI would."""
+    monkeypatch.setenv("SEEKFORGE_WORKDIR", str(tmp_path))
     recorded = []
 
     def run_local(self, argv, env):
         recorded.append((argv, env))
-        return RUN_LINE.format(stage=self.stage, run_id=run_id_of(self.stage))
+        path = tmp_path / argv[argv.index("--result-file") + 1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"stage": self.stage, "run_id": run_id_of(self.stage), "uri": f"/a/{self.stage}",
+                                    "cached": False}))
     monkeypatch.setattr(stage_operator.SeekforgeStageOperator, "_run_local", run_local)
     return recorded
 
@@ -50,11 +56,14 @@ def test_first_try_runs_the_stage_for_the_dag_run(dag, calls):
     result = task.execute(fake_context(task, params={"overrides": ["dedup.threshold=0.7", "orchestration.mode=docker"]}))
     argv, env = calls[0]
     assert argv[:len(stage_command.LOCAL_EXECUTABLE)] == list(stage_command.LOCAL_EXECUTABLE)
-    assert argv[len(stage_command.LOCAL_EXECUTABLE):] == ["run", "dedup", "--config", dag_factory.run_settings.config_path("tiny"),
-                        "--set", "dedup.threshold=0.7", "--pipeline-run", "manual__2026"]
+    assert argv[len(stage_command.LOCAL_EXECUTABLE):] == [
+        "run", "dedup", "--config", dag_factory.run_settings.config_path("tiny"), "--set", "dedup.threshold=0.7",
+        "--pipeline-run", "manual__2026", "--result-file", os.path.join(".seekforge", "results", "manual__2026",
+                                                                       "dedup-1.json")]
     assert env == {"AIRFLOW_CTX_DAG_ID": "seekforge_data", "AIRFLOW_CTX_DAG_RUN_ID": "manual__2026",
                    "AIRFLOW_CTX_TASK_ID": "dedup", "AIRFLOW_CTX_TRY_NUMBER": "1"}
     assert result["mlflow_run_id"] == run_id_of("dedup") and not result["forced"]
+    assert result["output"] == "/a/dedup" and result["cached"] is False
 
 
 def test_a_cleared_task_forces_its_stage(dag, calls):
@@ -86,8 +95,9 @@ def test_local_subprocess_gets_the_airflow_identity_and_reports_the_error(dag, m
     monkeypatch.setenv("SEEKFORGE_WORKDIR", str(tmp_path))
     task = dag.get_task("ingest")
     env = {"AIRFLOW_CTX_DAG_ID": "d", "AIRFLOW_CTX_TASK_ID": "t"}
-    out = task._run_local([sys.executable, "-c", "import os; print(os.environ['AIRFLOW_CTX_DAG_ID'], os.getcwd())"], env)
-    assert out == f"d {tmp_path}"
+    script = f"import os; open({str(tmp_path / 'seen')!r}, 'w').write(os.environ['AIRFLOW_CTX_DAG_ID'] + ' ' + os.getcwd())"
+    task._run_local([sys.executable, "-c", script], env)
+    assert (tmp_path / "seen").read_text() == f"d {tmp_path}"
     failing = [sys.executable, "-c", "import sys; print('seekforge: error: ingest.sources: at least one source', "
                                      "file=sys.stderr); sys.exit(2)"]
     with pytest.raises(AirflowFailException, match="ingest.sources: at least one source"):   # bad input: no retry

@@ -99,4 +99,4 @@ def test_docker_operator_builds_without_an_engine(tmp_path):
 def test_beam_stages_on_kubernetes_get_the_configured_runner():
     from dags import phases
     assert phases.BEAM_STAGES >= {"ingest", "dedup", "filter", "mix", "tokenize"}
-    assert not phases.BEAM_STAGES & set(orchestration.TRAINING_STAGES)
+    assert not phases.BEAM_STAGES & set(orchestration.BUILT_IN_STAGES)

@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from stages import cli
+from stages import artifacts, cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STDLIB = os.path.dirname(os.__file__)
@@ -104,15 +104,38 @@ def test_pipeline_cache_force_mlflow_lineage(workdir, capsys):
     assert len(mlflow_runs()) == 6
     assert capsys.readouterr().err.count("cache hit") == 6
 
-    # --force reruns one stage: a new run, same key, same content
+    # --force reruns one stage: a new run, same key, same content, marked as forced
     assert cli.main(["run", "dedup", "--config", config, "--force"]) == 0
     runs = mlflow_runs()
     assert len(runs) == 7
-    assert len({r.data.tags["seekforge.cache_key"] for r in runs if r.data.tags["seekforge.stage"] == "dedup"}) == 1
+    dedup_runs = [r for r in runs if r.data.tags["seekforge.stage"] == "dedup"]
+    assert len({r.data.tags["seekforge.cache_key"] for r in dedup_runs}) == 1
+    forced = [r for r in dedup_runs if r.data.tags.get("seekforge.forced") == "true"]
+    assert len(forced) == 1 and forced[0].data.tags["seekforge.replaces"] == dedup.info.run_id
+    # its content is the same (output digests hold no paths, times or row order), so
+    # downstream stages are cache hits
+    capsys.readouterr()
+    assert cli.main(["run", "filter", "--config", config]) == 0
+    assert "cache hit" in capsys.readouterr().err and len(mlflow_runs()) == 7
 
     # a config change makes a new key downstream of the change only
     assert cli.main(["run", "filter", "--config", config, "--set", "filter.code.max_line_length=500"]) == 0
     assert len(mlflow_runs()) == 8
+
+    # a published output changed afterwards is detected: named when a stage reads it,
+    # rebuilt when the pipeline meets it as a cache hit
+    latest_dedup = artifacts.latest(artifacts.stage_root(str(workdir / "artifacts"), "test", "dedup"))
+    kept = sorted(p for p in os.listdir(latest_dedup.uri) if p.startswith("kept-"))[0]
+    with open(os.path.join(latest_dedup.uri, kept), "r+b") as f:
+        f.truncate(100)
+    capsys.readouterr()
+    assert cli.main(["run", "filter", "--config", config, "--set", "filter.code.max_line_length=400"]) == 2
+    err = capsys.readouterr().err
+    assert f"input 'dedup' of stage 'filter' is corrupt: {latest_dedup.uri}/{kept}: 100 bytes" in err
+    assert "seekforge run dedup --force" in err
+    assert cli.main(["pipeline", "--config", config, "--until", "filter"]) == 0
+    assert "dedup] the published output for key" in capsys.readouterr().err
+    artifacts.latest(artifacts.stage_root(str(workdir / "artifacts"), "test", "dedup")).verify()
 
     capsys.readouterr()
     assert cli.main(["lineage", by_stage["tokenize"].info.run_id]) == 0
@@ -121,6 +144,7 @@ def test_pipeline_cache_force_mlflow_lineage(workdir, capsys):
         assert by_stage[stage].info.run_id in printed
 
 
+@pytest.mark.slow
 def test_bad_config_keys_and_values_are_named(workdir, capsys):
     config = write_config(workdir)
     assert cli.main(["run", "dedup", "--config", config, "--set", "dedup.treshold=0.7"]) == 2
@@ -133,55 +157,135 @@ def test_bad_config_keys_and_values_are_named(workdir, capsys):
     assert "unknown stage 'nosuchstage'" in capsys.readouterr().err
     assert cli.main(["run", "dedup", "--config", config]) == 2      # ingest never ran
     assert "run `seekforge run ingest` first" in capsys.readouterr().err
+    assert cli.main(["run", "dedup", "--config", config, "--set", "dedup.threshold=[0.7"]) == 2
+    assert "--set dedup.threshold: the value '[0.7' is not valid YAML" in capsys.readouterr().err
+    for assignment, message in (("pretrain.learning_rate=-1", "learning_rate must be > 0"),
+                                ("pretrain.warmup_steps=-10", "warmup_steps must be >= 0"),
+                                ("pretrain.clip_norm=-1", "clip_norm must be > 0")):
+        assert cli.main(["run", "pretrain", "--config", config, "--set", assignment]) == 2
+        assert f"pretrain: {message}" in capsys.readouterr().err
+    assert cli.main(["lineage", "0123456789abcdef0123456789abcdef"]) == 2
+    assert "no MLflow run '0123456789abcdef0123456789abcdef'" in capsys.readouterr().err
+
+
+def test_an_mlflow_server_that_is_down_or_hangs_fails_the_stage_in_seconds(workdir, monkeypatch, capsys):
+    import socket
+    config = write_config(workdir)
+    with socket.socket() as dead:                     # a port nobody listens on
+        dead.bind(("127.0.0.1", 0))
+        port = dead.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    assert cli.main(["run", "ingest", "--config", config, "--set", "pipeline.tracking_timeout_seconds=2"]) == 3
+    assert f"the MLflow tracking server http://127.0.0.1:{port}" in capsys.readouterr().err
+    with socket.socket() as silent:                   # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        # (before: MLflow's own client waited forever here)
+        assert cli.main(["run", "ingest", "--config", config, "--set", "pipeline.tracking_timeout_seconds=2"]) == 3
+    assert "does not answer within 2s" in capsys.readouterr().err
+    assert not os.path.exists(workdir / "artifacts" / "test" / "ingest")   # nothing started
 
 
 SLOW_STAGE = textwrap.dedent("""
-    import dataclasses, os, sys, time
-    sys.path.insert(0, {repo!r})
-    from stages import config, registry, runtime
+    import dataclasses, os, subprocess, sys, time
 
     @dataclasses.dataclass(frozen=True)
     class SlowConfig:
         label: str = "x"
 
-    @registry.stage("slow_test", SlowConfig)
     def run(ctx):
         with open(os.path.join(ctx.output_dir, "part.txt"), "w") as f:
             f.write("half")
+        if os.environ.get("CHILD_PID_FILE"):   # a worker process, as Beam's DirectRunner starts
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+            with open(os.environ["CHILD_PID_FILE"], "w") as f:
+                f.write(str(child.pid))
         open(os.environ["MARKER"], "w").close()
         time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
         with open(os.path.join(ctx.output_dir, "rest.txt"), "w") as f:
             f.write("done")
-        return {{"files": 2}}
+        return {"report": "rest.txt", "files": 2}
+""")
 
-    registry.STAGE_MODULES[:] = []
-    print(runtime.run_stage("slow_test", config.load(sys.argv[1])).uri)
+# `seekforge run slow_test` with the stage above added to the pipeline spec
+SLOW_CLI = textwrap.dedent("""
+    import sys
+    sys.path[:0] = [{repo!r}, {here!r}]
+    from stages import cli, pipeline
+    spec = pipeline.StageSpec("slow_test", "data", "generate", "slow_stage:SlowConfig", "slow_stage:run", "report")
+    pipeline.STAGES += (spec,)
+    pipeline.BY_NAME[spec.name] = spec
+    sys.argv = ["seekforge", "run", "slow_test", "--config", sys.argv[1]]
+    sys.exit(cli.entry())
 """)
 
 
-def test_a_killed_stage_publishes_nothing_and_a_rerun_completes(workdir):
-    script = workdir / "slow_stage.py"
-    script.write_text(SLOW_STAGE.format(repo=REPO))
+def slow_stage(workdir, **env):
+    (workdir / "slow_stage.py").write_text(SLOW_STAGE)
+    script = workdir / "slow_cli.py"
+    script.write_text(SLOW_CLI.format(repo=REPO, here=str(workdir)))
     config = workdir / "slow.yaml"
     config.write_text(yaml.safe_dump({"pipeline": {"name": "test", "artifacts": str(workdir / "artifacts")},
                                       "slow_test": {"label": "y"}}))
-    marker = workdir / "started"
-    env = {**os.environ, "MARKER": str(marker), "SLOW_SECONDS": "60"}
-    proc = subprocess.Popen([sys.executable, str(script), str(config)], env=env)
-    deadline = time.time() + 60
-    while not marker.exists() and time.time() < deadline:
+    return [sys.executable, str(script), str(config)], {**os.environ, "MARKER": str(workdir / "started"), **env}
+
+
+def start_and_wait(argv, env, marker):
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not os.path.exists(marker) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
-    assert marker.exists()
+    assert os.path.exists(marker), proc.communicate()
+    return proc
+
+
+@pytest.mark.slow
+def test_a_killed_stage_publishes_nothing_and_a_rerun_completes(workdir):
+    argv, env = slow_stage(workdir, SLOW_SECONDS="60")
+    proc = start_and_wait(argv, env, workdir / "started")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     root = workdir / "artifacts" / "test" / "slow_test"
-    assert [p.name for p in root.iterdir() if not p.name.startswith(".tmp-")] == []   # nothing published
-
-    marker.unlink()
-    done = subprocess.run([sys.executable, str(script), str(config)], env={**env, "SLOW_SECONDS": "0"},
-                          capture_output=True, text=True, check=True)
+    published = [p.name for p in root.iterdir() if not p.name.startswith((".tmp-", ".lock-", ".work-"))]
+    assert published == []
+    (workdir / "started").unlink()
+    done = subprocess.run(argv, env={**env, "SLOW_SECONDS": "0"}, capture_output=True, text=True, check=True)
     published = done.stdout.strip().splitlines()[-1]
     assert sorted(os.listdir(published)) == ["manifest.json", "part.txt", "rest.txt"]
     assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")], "the killed run's temp dir is cleaned up"
     statuses = sorted(r.info.status for r in mlflow_runs())
     assert statuses == ["FINISHED", "KILLED"], "the killed run is closed, the rerun finished"
+
+
+@pytest.mark.slow
+def test_a_second_run_of_the_same_key_is_refused_while_the_first_runs(workdir):
+    argv, env = slow_stage(workdir, SLOW_SECONDS="60")
+    first = start_and_wait(argv, env, workdir / "started")
+    try:
+        second = subprocess.run(argv, env={**env, "SLOW_SECONDS": "0"}, capture_output=True, text=True, timeout=120)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+    assert second.returncode == 3
+    assert "stage 'slow_test' with cache key" in second.stderr and "is already running (pid" in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_stage_its_workers_and_its_mlflow_run(workdir):
+    import psutil
+    argv, env = slow_stage(workdir, SLOW_SECONDS="60", CHILD_PID_FILE=str(workdir / "child.pid"))
+    proc = start_and_wait(argv, env, workdir / "started")
+    child = int((workdir / "child.pid").read_text())
+    assert psutil.pid_exists(child)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.time() + 10
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE \
+            and time.time() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    root = workdir / "artifacts" / "test" / "slow_test"
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+    assert [r.info.status for r in mlflow_runs()] == ["KILLED"]
