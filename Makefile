@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo up down test test-tf test-jax bench lock clean
+.PHONY: venv demo up down test test-fast test-tf test-jax bench lock clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ test-tf: venv
 
 test-jax: venv
 	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/model
+
+# The inner loop: every test not marked slow, on both backends.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow" tests
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m "not slow" tests/model
 
 # Re-resolve requirements.lock after changing dependencies in pyproject.toml.
 lock: venv

@@ -92,7 +92,7 @@ class ReadFile(beam.DoFn):
                     # one document over the cap: never read it whole
                     return [(too_large(path, size, self.max_bytes, self.source, f.read(200)), False)]
                 data = f.read()
-        except (OSError, IOError) as e:   # deleted since matched, permissions, ...
+        except OSError as e:   # deleted since matched, permissions, ... (Beam's BeamIOError is one too)
             return [(quarantined(path, "unreadable", f"{type(e).__name__}: {e}", self.source), False)]
         accounting.counter("bytes_in").inc(len(data))
         return read_file(path, data, self.source, self.kind, self.text_field, self.declared_format, self.max_bytes)

@@ -56,8 +56,9 @@ class JobParams:
                 raise ParamError(f.name, "required")
             if hints[f.name] is str and not isinstance(value, str):
                 raise ParamError(f.name, f"expected a string, got {value!r}")
-            if typing.get_origin(hints[f.name]) is tuple and not all(isinstance(v, str) and v for v in value):
-                raise ParamError(f.name, f"expected non-empty strings, got {value!r}")
+            if typing.get_origin(hints[f.name]) is tuple and (
+                    not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value)):
+                raise ParamError(f.name, f"expected a list of non-empty strings, got {value!r}")
             number = _number_type(hints[f.name])
             if number is not None and value is not None:
                 if isinstance(value, bool) or not isinstance(value, (int, float) if number is float else int):
@@ -114,6 +115,8 @@ def parser(cls, prog: str, description: str, beam: bool = True) -> argparse.Argu
         if meta.get("parse"):
             kwargs["type"] = _argparse_type(meta["parse"])
         elif typing.get_origin(t) is tuple:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                raise TypeError(f"{cls.__name__}.{f.name}: a repeatable argument must be required")
             kwargs.update(action="append", type=str)
             kwargs["help"] += " (repeatable)"
         elif _number_type(t) is not None:

@@ -28,6 +28,9 @@ from beam_jobs.packing import Packer
 from beam_jobs.params import JobParams, param, parse_args as _parse_args
 from beam_jobs.shards import INDEX, frame, record_bytes
 
+EOS_TOKEN = "<｜end▁of▁sentence｜>"
+PAD_TOKEN = "<｜▁pad▁｜>"
+
 
 @dataclasses.dataclass(frozen=True)
 class TokenizeParams(JobParams):
@@ -37,9 +40,6 @@ class TokenizeParams(JobParams):
     output: str = param(help="output directory")
     num_shards: int = param(8, minimum=1, help="TFRecord shards")
     batch_size: int = param(256, minimum=1, help="documents per encode_batch call")
-
-EOS_TOKEN = "<｜end▁of▁sentence｜>"
-PAD_TOKEN = "<｜▁pad▁｜>"
 
 
 def shard_of(doc_id: str, num_shards: int) -> int:

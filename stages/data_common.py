@@ -3,16 +3,6 @@
 import os
 
 
-def documents_of(documents) -> str:
-    """The glob of a documents artifact's kept Parquet files (stages/artifact_types.py)."""
-    return documents.pattern
-
-
-def tokenizer_file(tokenizer) -> str:
-    """The tokenizer.json of a tokenizer artifact."""
-    return tokenizer.file
-
-
 def job_result(manifest: dict, documents: str | None) -> dict:
     """The part of a job manifest a stage reports (counts and reasons), plus its documents glob."""
     keys = ("documents_in", "documents_kept", "documents_removed", "documents_quarantined",

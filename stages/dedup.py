@@ -7,7 +7,7 @@ from beam_jobs.minhash import (DEFAULT_BANDS, DEFAULT_NGRAM, DEFAULT_NUM_PERM, D
                                candidate_probability)
 from beam_jobs.params import check_settings
 from stages.config import ConfigError
-from stages.data_common import documents_of, job_result
+from stages.data_common import job_result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +25,7 @@ class DedupConfig:
 
 def run(ctx):
     c = ctx.config
-    params = dedup_job.DedupParams(input=documents_of(ctx.inputs["ingest"]), output=ctx.output_dir,
+    params = dedup_job.DedupParams(input=ctx.inputs["ingest"].pattern, output=ctx.output_dir,
                                    threshold=c.threshold, num_perm=c.num_perm, bands=c.bands, rows=c.rows,
                                    ngram=c.ngram, cc_rounds=c.cc_rounds)
     result = job_result(dedup_job.run(params, ctx.beam_args), "kept-*.parquet")

@@ -6,7 +6,7 @@ from beam_jobs import filter as filter_job
 from beam_jobs.params import check_settings
 from beam_jobs.quality import CodeRules, TextRules
 from stages.config import ConfigError
-from stages.data_common import documents_of, job_result
+from stages.data_common import job_result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +19,6 @@ class FilterConfig:
 
 
 def run(ctx):
-    params = filter_job.FilterParams(input=documents_of(ctx.inputs["dedup"]), output=ctx.output_dir,
+    params = filter_job.FilterParams(input=ctx.inputs["dedup"].pattern, output=ctx.output_dir,
                                      text=ctx.config.text, code=ctx.config.code)
     return job_result(filter_job.run(params, ctx.beam_args), "kept-*.parquet")

@@ -5,7 +5,7 @@ import dataclasses
 from beam_jobs import mix as mix_job
 from beam_jobs.params import check_settings
 from stages.config import ConfigError
-from stages.data_common import documents_of, job_result
+from stages.data_common import job_result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +23,7 @@ class MixConfig:
 
 def run(ctx):
     c = ctx.config
-    params = mix_job.MixParams(input=documents_of(ctx.inputs["filter"]), output=ctx.output_dir,
+    params = mix_job.MixParams(input=ctx.inputs["filter"].pattern, output=ctx.output_dir,
                                weights=dict(c.weights), group_by=c.group_by, target_documents=c.target_documents,
                                target_tokens=c.target_tokens, bytes_per_token=c.bytes_per_token, seed=c.seed)
     return job_result(mix_job.run(params, ctx.beam_args), "kept-*.parquet")

@@ -124,6 +124,11 @@ def run_stage(stage: str | StageSpec, config: Config, force: bool = False, pipel
             _verified(done, config)
             print(f"[{name}] cache hit: {done.uri} (key {key}, MLflow run {done.run_id}); --force reruns it",
                   file=sys.stderr, flush=True)
+            for n, a in inputs.items():
+                made_from = done.manifest.get("inputs", {}).get(n, {}).get("run_id")
+                if made_from and made_from != a.run_id:   # e.g. after a forced rerun upstream
+                    print(f"[{name}] (made from {n} run {made_from}; {n}'s run {a.run_id} has the same content)",
+                          file=sys.stderr, flush=True)
             artifacts.set_latest(root, done)
             return dataclasses.replace(done, cached=True)
         except CorruptOutput as e:

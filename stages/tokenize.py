@@ -6,7 +6,7 @@ import dataclasses
 from beam_jobs import tokenize as tokenize_job
 from beam_jobs.params import check_settings
 from stages.config import ConfigError
-from stages.data_common import documents_of, job_result, tokenizer_file
+from stages.data_common import job_result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +21,8 @@ class TokenizeConfig:
 
 def run(ctx):
     c = ctx.config
-    tokenizer = tokenizer_file(ctx.inputs["tokenizer"])
-    params = tokenize_job.TokenizeParams(input=documents_of(ctx.inputs["mix"]), tokenizer=tokenizer,
+    tokenizer = ctx.inputs["tokenizer"].file
+    params = tokenize_job.TokenizeParams(input=ctx.inputs["mix"].pattern, tokenizer=tokenizer,
                                          seq_len=c.seq_len, output=ctx.output_dir, num_shards=c.num_shards,
                                          batch_size=c.batch_size)
     result = job_result(tokenize_job.run(params, ctx.beam_args), None)

@@ -6,7 +6,6 @@ import dataclasses
 from beam_jobs import train_tokenizer as tokenizer_job
 from beam_jobs.params import check_settings
 from stages.config import ConfigError
-from stages.data_common import documents_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +21,7 @@ class TokenizerConfig:
 
 def run(ctx):
     c = ctx.config
-    params = tokenizer_job.TrainTokenizerParams(input=documents_of(ctx.inputs["mix"]), output=ctx.output_dir,
+    params = tokenizer_job.TrainTokenizerParams(input=ctx.inputs["mix"].pattern, output=ctx.output_dir,
                                                 vocab_size=c.vocab_size, min_frequency=c.min_frequency,
                                                 sample=c.sample, max_documents=c.max_documents)
     m = tokenizer_job.run(params)   # trains in this process: no Beam options

@@ -52,7 +52,7 @@ def training_dataset(shard_dir: str, seq_len: int, batch_size: int, seed: int, e
     """
     if sharding not in ("batches", "files"):
         raise ValueError(f"input sharding must be 'batches' or 'files', got {sharding!r}")
-    index = shards.read_index(shard_dir)
+    index = shards.verify_shards(shard_dir)   # a truncated shard is named here, not mid-training
     shard_len = index["seq_len"]
     if seq_len % shard_len:
         raise ValueError(f"{shard_dir}: seq_len {seq_len} is not a multiple of the shards' {shard_len}")

@@ -45,7 +45,7 @@ def checkpoint_values(prefix: str) -> dict[str, list[int]]:
         shapes = reader.get_variable_to_shape_map()
         for key in shapes:
             reader.get_tensor(key)
-    except (tf.errors.OpError, ValueError) as e:
+    except (tf.errors.OpError, ValueError, IndexError) as e:   # IndexError: a truncated data file
         raise CheckpointError(f"{prefix}: not a readable checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:300]})") from None
     return {key: list(shape) for key, shape in shapes.items()}

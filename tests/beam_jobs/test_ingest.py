@@ -105,3 +105,14 @@ def test_readers_cap_documents_without_the_pipeline():
     assert ok and record["kind"] == "code"
     (record, ok), = read_file("/d/fits.py.gz", b"\x1f\x8b garbage", "s")
     assert not ok and record["reason"] == "bad_gzip" and record["origin"] == "/d/fits.py.gz"
+
+
+def test_the_default_size_cap_keeps_every_file_of_the_tiny_corpus():
+    """max_document_bytes' default quarantines nothing the tiny preset ingests (its
+    largest files, e.g. _pydecimal.py and some LICENSE texts, are about 230 KB)."""
+    import yaml
+    from stages.ingest import SourceConfig, expand
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny.yaml")) as f:
+        sources = yaml.safe_load(f)["ingest"]["sources"]
+    sizes = [os.path.getsize(p) for s in sources for p in expand(SourceConfig(**s))]
+    assert len(sizes) > 500 and max(sizes) <= ingest.DEFAULT_MAX_DOCUMENT_BYTES / 2

@@ -19,6 +19,7 @@ BAD = [
     (ingest.IngestParams, {"kind": "binary"}, "kind", "auto, code, text"),
     (ingest.IngestParams, {"max_document_bytes": 0}, "max_document_bytes", ">= 1"),
     (ingest.IngestParams, {"input": ()}, "input", "required"),
+    (ingest.IngestParams, {"input": "dir"}, "input", "a list of non-empty strings"),
     (filter_job.FilterParams, {"text": TextRules(min_alpha_word_fraction=2.0)}, "text.min_alpha_word_fraction",
      "<= 1"),
     (filter_job.FilterParams, {"code": CodeRules(max_line_length="long")}, "code.max_line_length", "expected int"),

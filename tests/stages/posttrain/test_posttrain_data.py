@@ -11,7 +11,8 @@ import stages.posttrain_data as posttrain_data
 from stages import config as config_module
 from stages import runtime, tracking
 from stages.config import ConfigError
-from stages.posttrain import docstrings, upstream
+from stages.artifact_types import PosttrainData
+from stages.posttrain import docstrings
 
 SECTION = {"seed": 7, "sft_problems": 120, "grpo_prompts": 80, "held_out_fraction": 0.2, "operand_max": 12,
            "multiturn_fraction": 0.2, "docstring_sources": ["{stdlib}/textwrap.py", "{stdlib}/bisect.py"]}
@@ -32,7 +33,7 @@ def write_config(tmp_path, section=SECTION) -> str:
 
 
 def load(output, name):
-    return upstream.data(output, name)
+    return PosttrainData(output).records(name)
 
 
 def user_prompts(conversations):
