@@ -30,12 +30,16 @@ def run_phase(dag_id: str, conf: dict, env: dict, log_path: str) -> tuple[bool, 
     with open(log_path, "w") as log:
         code = subprocess.call([AIRFLOW_BIN, "dags", "test", dag_id, "-c", json.dumps(conf)],
                                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    text = open(log_path).read()
-    results = stage_command.latest_results(stage_command.workdir(), conf["pipeline_run"])
-    stages = {stage: ("cache hit" if r["cached"] else "published", r["uri"], r["run_id"])
-              for stage, r in results.items() if stage in phases.phase_stages(dag_id)}
-    succeeded = code == 0 and "state=success" in text
-    return succeeded, stages
+    succeeded = code == 0 and "state=success" in open(log_path).read()
+    return succeeded, phase_outcomes(stage_command.workdir(), conf["pipeline_run"], dag_id)
+
+
+def phase_outcomes(workdir: str, pipeline_run: str, dag_id: str) -> dict:
+    """{stage: ("published" | "cache hit", output uri, MLflow run id)} of the phase's stages
+    that wrote a result file in this pipeline run."""
+    results = stage_command.latest_results(workdir, pipeline_run)
+    return {stage: ("cache hit" if r["cached"] else "published", r["uri"], r["run_id"])
+            for stage, r in results.items() if stage in phases.phase_stages(dag_id)}
 
 
 def shorter(path: str) -> str:
