@@ -34,6 +34,7 @@ def components(edges, workers, out_dir, mode="multi_processing", rounds=6):
     return roots
 
 
+@pytest.mark.slow
 def test_chains_and_random_graphs_match_a_reference_union_find(tmp_path):
     rng = random.Random(3)
     nodes = [f"n{rng.randrange(10**9):09d}" for _ in range(300)]

@@ -103,6 +103,7 @@ def test_logits_match_transformers(pair):
     assert np.max(np.abs(got - expected)) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_greedy_generation_matches_transformers(pair):
     hf_model, ours = pair
     rng = np.random.default_rng(2)

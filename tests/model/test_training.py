@@ -3,6 +3,7 @@ lower the loss, and the router biases move with the loads."""
 
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 from model.losses import causal_lm_loss, shifted_cross_entropy
@@ -10,6 +11,7 @@ from model.transformer import DeepSeekV3CausalLM
 from tests.model.helpers import random_tokens, value_and_grad
 
 
+@pytest.mark.slow
 def test_tiny_model_trains_and_router_biases_move(tiny_config):
     keras.utils.set_random_seed(0)
     model = DeepSeekV3CausalLM(tiny_config)

@@ -86,6 +86,7 @@ def test_tied_embeddings_and_mixed_precision():
 
 
 # -------------------------------------------------------------------------- generate
+@pytest.mark.slow
 def test_batched_greedy_equals_one_by_one(tiny_model):
     prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
     batched = tiny_model.generate(prompts, 6, eos_token_id=-1)
@@ -110,6 +111,7 @@ def test_stops_at_eos(tiny_model):
     assert stopped[0] == first[:first.index(stop_token) + 1]
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_and_top_p_narrows(tiny_model):
     prompts = [[3, 4, 5], [6, 7]]
     a = tiny_model.generate(prompts, 6, temperature=1.0, seed=7, eos_token_id=-1)

@@ -34,6 +34,7 @@ def _trainer(template, tmp_path, **changes):
     return GRPOTrainer(policy, reference, template, cfg, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_steps_log_the_grpo_metrics_and_resume_by_step(template, tmp_path):
     trainer = _trainer(template, tmp_path, num_iterations=2)
     last = trainer.fit(PROBLEMS)

@@ -32,6 +32,7 @@ def weights(trainer):
     return {v.path.split("/", 1)[1]: v.numpy() for v in trainer.model.variables}
 
 
+@pytest.mark.slow
 def test_loss_and_mtp_loss_fall(tmp_path, shard_dir):
     _, metrics = train(tmp_path, shard_dir, "run")
     first, last = metrics[1], metrics[30]
@@ -51,18 +52,22 @@ def assert_same_two_steps(tmp_path, shard_dir, rtol, **changes):
         np.testing.assert_allclose(b[name], a[name], rtol=rtol, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_one_large_batch(tmp_path, shard_dir):
     assert_same_two_steps(tmp_path, shard_dir, 2e-5, micro_batches=4)
 
 
+@pytest.mark.slow
 def test_xla_step_matches_the_plain_step(tmp_path, shard_dir):
     assert_same_two_steps(tmp_path, shard_dir, 1e-4, jit_compile=True)
 
 
+@pytest.mark.slow
 def test_rematerialised_blocks_give_the_same_step(tmp_path, shard_dir):
     assert_same_two_steps(tmp_path, shard_dir, 2e-5, remat=True)
 
 
+@pytest.mark.slow
 def test_bias_updates_lower_max_violation(tmp_path, shard_dir):
     _, balanced = train(tmp_path, shard_dir, "on", steps=25, bias_update_gamma=0.01)
     _, free = train(tmp_path, shard_dir, "off", steps=25, bias_update_gamma=0.0)
@@ -72,6 +77,7 @@ def test_bias_updates_lower_max_violation(tmp_path, shard_dir):
     assert on < 0.75 * off
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_every_variable_and_keep_the_last_n(tmp_path, shard_dir):
     trainer, _ = train(tmp_path, shard_dir, "ckpt", steps=12, checkpoint_every=3, keep_checkpoints=2)
     state = tf.train.get_checkpoint_state(os.path.join(tmp_path, "ckpt", "checkpoints"))
@@ -170,6 +176,7 @@ def test_batch_size_ramp_uses_fewer_micro_batches_early(tmp_path):
     assert [trainer.micro_batches_at(s) for s in (0, 3, 5, 8, 10, 50)] == [1, 2, 3, 4, 4, 4]
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_trains(tmp_path, shard_dir):
     trainer, metrics = train(tmp_path, shard_dir, "bf16", steps=6, mixed_precision=True)
     assert trainer.model.decoder_layers[0].self_attn.compute_dtype == "bfloat16"
