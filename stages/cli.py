@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     try:
         return args.handler(args) or 0
     except (ValueError, FileNotFoundError, KeyError) as e:  # bad input: one clear line, no traceback
-        print(f"seekforge: error: {e}", file=sys.stderr)
+        print(f"seekforge: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return BAD_INPUT
     except (AlreadyRunning, TrackingUnavailable) as e:
         print(f"seekforge: error: {e}", file=sys.stderr)
