@@ -66,3 +66,16 @@ def test_resumed_metrics_keep_each_step_once(tmp_path):
     truncate_metrics(str(path), 2)
     assert [json.loads(line)["step"] for line in open(path)] == [1, 2]
     truncate_metrics(str(tmp_path / "absent.jsonl"), 2)   # nothing logged yet: nothing to do
+
+
+def test_unreadable_exported_weights_are_named(tmp_path):
+    from stages.artifact_types import WEIGHTS_FILE, load_model_dir
+
+    model = DeepSeekV3CausalLM(ModelConfig(**MODEL))
+    (tmp_path / "config.json").write_text(json.dumps(model.cfg.to_hf()))
+    model.save_weights(str(tmp_path / WEIGHTS_FILE))
+    load_model_dir(str(tmp_path))
+    with open(tmp_path / WEIGHTS_FILE, "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(ValueError, match=rf"{WEIGHTS_FILE}: cannot load the model's weights"):
+        load_model_dir(str(tmp_path))
