@@ -7,6 +7,7 @@ changes what the code does changes the key, and a comment, a docstring or a blan
 does not."""
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import os
@@ -83,6 +84,13 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 
 def source_digest(path: str) -> str:
     """sha256 of what the module does: its syntax tree without docstrings or comments."""
+    stat = os.stat(path)
+    return _source_digest(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _source_digest(path: str, mtime_ns: int, size: int) -> str:
+    # keyed by modification time and size: `seekforge pipeline` digests each module once
     with open(path, encoding="utf-8") as f:
         tree = _strip_docstrings(ast.parse(f.read(), path))
     return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
