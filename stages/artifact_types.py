@@ -74,10 +74,6 @@ class Documents(Artifact):
     type, required = "documents", ("documents",)
 
     @property
-    def files(self) -> list[str]:
-        return sorted(glob.glob(self.result_path("documents")))
-
-    @property
     def pattern(self) -> str:
         """The glob of the kept documents' Parquet files (what the next Beam job reads)."""
         return self.result_path("documents")

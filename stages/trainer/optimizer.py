@@ -1,5 +1,7 @@
 """AdamW and checkpoints, the same for every stage that updates weights."""
 
+import json
+import os
 import shutil
 
 import keras
@@ -114,9 +116,6 @@ def resumable(model, optimizer, directory: str, keep: int, init_weights: str | N
 def truncate_metrics(path: str, step: int) -> None:
     """Keep the logged metrics of steps <= `step` (the resumed step): a killed run logged
     steps after its last checkpoint, and the resumed run logs them again."""
-    import json
-    import os
-
     if not os.path.exists(path):
         return
     with open(path) as f:
