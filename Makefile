@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo up down test test-fast test-tf test-jax bench lock clean
+.PHONY: venv browser demo up down test test-fast test-tf test-jax bench lock clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml requirements.lock
 	# PyTorch (test-only, the parity reference): a CPU build by pip, see pyproject's `parity` extra
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	touch $(STAMP)
+
+# Debian's chromium and chromedriver for the browser end-to-end test, when absent (needs root
+# and the Debian registry; without them that test is skipped with the reason).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "make browser: could not install chromium + chromium-driver; the browser test will be skipped" >&2
 
 # The tiny preset through Airflow: every phase whose stages exist, with `airflow dags test`
 # (nothing is left running), then a summary of what ran and where to look.
@@ -34,7 +41,7 @@ down:
 # The whole suite on the TensorFlow backend, then the model tests on the JAX backend.
 test: test-tf test-jax
 
-test-tf: venv
+test-tf: venv browser
 	$(BIN)/python -m pytest tests
 
 test-jax: venv

@@ -20,7 +20,10 @@ def airflow_env(home: str, workdir: str = REPO_ROOT, extra: dict | None = None) 
         "AIRFLOW__CORE__PARALLELISM": "2",               # 2 cores: one stage at a time is plenty
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "120",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        # INFO: the operator streams each stage's output into its task log at INFO
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # the later phases start from the previous phase's asset: paused, its event would queue silently
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "SEEKFORGE_WORKDIR": workdir,
         "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.join(workdir, 'mlflow.db')}",
         "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])),

@@ -8,7 +8,7 @@ import datetime
 
 from airflow.sdk import DAG, Asset
 
-from dags import phases, run_settings
+from dags import phases, run_settings, task_docs
 from dags.stage_operator import SeekforgeStageOperator
 from stages import orchestration
 
@@ -32,13 +32,13 @@ def build_phase_dag(dag_id: str) -> DAG:
         params=run_settings.dag_params(orch.mode),
         tags=["seekforge"],
         doc_md=f"seekforge phase: {' → '.join(stage_names)}. Each task runs `seekforge run STAGE`; "
-               "clear a task to rerun its stage (forced).",
+               "clear a task (Downstream off) to rerun only its stage, forced.",
     )
     previous = None
     for name in stage_names:
         settings = orch.for_stage(name)
         task = SeekforgeStageOperator(
-            task_id=name, stage=name, phase_stages=stage_names, dag=dag,
+            task_id=name, stage=name, phase_stages=stage_names, dag=dag, doc_md=task_docs.stage_doc(name),
             retries=settings.retries, retry_delay=datetime.timedelta(seconds=settings.retry_delay_seconds),
             execution_timeout=datetime.timedelta(minutes=settings.timeout_minutes),
             outlets=[phase_asset(dag_id)] if name == stage_names[-1] else [],

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from dags import phases, stage_command
+from dags import local_airflow, phases, stage_command
 from dags.airflow_env import AIRFLOW_BIN, REPO_ROOT, airflow_env
 
 AIRFLOW_HOME = os.path.join(REPO_ROOT, ".airflow")   # shared with `make up`: the runs show in its UI
@@ -73,7 +73,8 @@ def summarize(results: list, pipeline_run: str, tracking_uri: str, started: floa
         print(f"\nArtifacts: {shorter(os.path.dirname(os.path.dirname(uris[0])))}/STAGE/KEY   "
               "(each one's manifest.json says what made it)")
     print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
-          f"\n           then open http://127.0.0.1:5000 (or `make up` for Airflow and MLflow together)")
+          f"\n           then open http://127.0.0.1:5000/{local_airflow.MLFLOW_START_PAGE}"
+          "\n           (or `make up` for Airflow and MLflow together)")
     print("Lineage:   .venv/bin/python -m stages.cli lineage RUN_ID   (the chain of runs behind a run)")
 
 
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     pipeline_run = time.strftime("demo-%Y%m%d-%H%M%S")
-    env = airflow_env(AIRFLOW_HOME, extra={"AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"})   # stage lines are INFO
+    env = airflow_env(AIRFLOW_HOME)
     os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]   # the summary reads the same store
     os.makedirs(os.path.join(AIRFLOW_HOME, "logs"), exist_ok=True)
     print(f"Airflow home {os.path.relpath(AIRFLOW_HOME, REPO_ROOT)}: migrating its SQLite database", flush=True)

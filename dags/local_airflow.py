@@ -1,13 +1,16 @@
-"""`make up` / `make down`: Airflow (api-server + scheduler + dag-processor, LocalExecutor,
-SQLite, simple auth manager) and the MLflow UI on this checkout's tracking store, all on
-127.0.0.1. `up` records the PIDs it started in $AIRFLOW_HOME/services.json; `down` stops
-exactly those (process groups, checked against their recorded start times).
+"""`make up` / `make down`: Airflow (api-server, scheduler, triggerer, dag-processor;
+LocalExecutor, SQLite, simple auth manager) and the MLflow UI on this checkout's tracking
+store, all on 127.0.0.1 and nothing else (the workers' log servers are off: the api-server
+reads the task logs from disk). `up` records the PIDs it started in
+$AIRFLOW_HOME/services.json; `down` first fails the DAG runs still running through the
+REST API, so their tasks stop their stages and report (the MLflow runs end KILLED, the DAG
+runs show failed), then stops exactly the recorded processes, scheduler first.
 
     python -m dags.local_airflow up [--airflow-port 8080] [--mlflow-port 5000]
     python -m dags.local_airflow down
 
-AIRFLOW_HOME is ./.airflow (git-ignored), the same home `make demo` uses, so the demo's
-DAG runs show in the UI."""
+AIRFLOW_HOME is ./.airflow (git-ignored, mode 0700, its secrets 0600), the same home
+`make demo` uses, so the demo's DAG runs show in the UI."""
 
 import argparse
 import json
@@ -19,12 +22,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from urllib.parse import quote
 
 from dags.airflow_env import AIRFLOW_BIN, REPO_ROOT, airflow_env
+from stages import lineage_links
 
 DEFAULT_HOME = os.path.join(REPO_ROOT, ".airflow")
 MLFLOW_BIN = os.path.join(os.path.dirname(sys.executable), "mlflow")
 PASSWORDS = "simple_auth_manager_passwords.json.generated"
+MLFLOW_START_PAGE = f"#/experiments?{lineage_links.TRAINING_VIEW}"
 
 
 def _start_time(pid: int) -> str | None:
@@ -42,12 +48,21 @@ def _port_free(port: int) -> bool:
 
 
 def _secret(home: str) -> str:
-    """One JWT/API secret for all three Airflow processes (each would otherwise make its own)."""
+    """One JWT/API secret for all the Airflow processes (each would otherwise make its own)."""
     path = os.path.join(home, "secret_key")
     if not os.path.exists(path):
         with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
             f.write(secrets.token_urlsafe(32))
     return open(path).read().strip()
+
+
+def _private(home: str) -> None:
+    """Only the owner reads the home and its secrets (Airflow writes the generated admin
+    password file and airflow.cfg with the umask's 0644)."""
+    os.chmod(home, 0o700)
+    for name in (PASSWORDS, "secret_key", "airflow.cfg"):
+        if os.path.exists(os.path.join(home, name)):
+            os.chmod(os.path.join(home, name), 0o600)
 
 
 def services_env(home: str, airflow_port: int, workdir: str = REPO_ROOT) -> dict[str, str]:
@@ -96,18 +111,25 @@ def up(home: str = DEFAULT_HOME, airflow_port: int = 8080, mlflow_port: int | No
     env = services_env(home, airflow_port, workdir)
     subprocess.check_call([AIRFLOW_BIN, "db", "migrate"], env=env, cwd=workdir,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _private(home)
+    # `down` stops them in this order: the scheduler first, while the api-server still
+    # takes its tasks' last reports
     commands = {
-        "api-server": [AIRFLOW_BIN, "api-server", "--host", "127.0.0.1", "--port", str(airflow_port)],
-        "scheduler": [AIRFLOW_BIN, "scheduler"],
+        "scheduler": [AIRFLOW_BIN, "scheduler", "--skip-serve-logs"],
+        "triggerer": [AIRFLOW_BIN, "triggerer", "--skip-serve-logs"],
         "dag-processor": [AIRFLOW_BIN, "dag-processor"],
+        "api-server": [AIRFLOW_BIN, "api-server", "--host", "127.0.0.1", "--port", str(airflow_port)],
     }
     if mlflow_port:
+        # one worker: the UI is for a few people (benchmarks/bench_mlflow_ui_memory.py)
         commands["mlflow-ui"] = [MLFLOW_BIN, "ui", "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
-                                 "--host", "127.0.0.1", "--port", str(mlflow_port)]
+                                 "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"]
+    # MLflow's background job runner (and the workers it forks) serves GenAI features we do not use
+    service_env = {"mlflow-ui": {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}}
     pids = []
     for name, argv in commands.items():
         log = open(os.path.join(home, "logs", f"{name}.log"), "ab")
-        process = subprocess.Popen(argv, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(argv, env=service_env.get(name, env), cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)   # its own group: down stops its children too
         pids.append({"name": name, "pid": process.pid, "start": _start_time(process.pid)})
     urls = {"airflow_url": f"http://127.0.0.1:{airflow_port}",
@@ -121,9 +143,13 @@ def up(home: str = DEFAULT_HOME, airflow_port: int = 8080, mlflow_port: int | No
     except TimeoutError:
         down(home)
         raise
+    _private(home)
+    return {**urls, "password": admin_password(home), "pids": pids, "home": home}
+
+
+def admin_password(home: str) -> str:
     with open(os.path.join(home, PASSWORDS)) as f:
-        password = json.load(f)["admin"]
-    return {**urls, "password": password, "pids": pids, "home": home}
+        return json.load(f)["admin"]
 
 
 def _load(path: str) -> dict:
@@ -131,27 +157,68 @@ def _load(path: str) -> dict:
         return json.load(f)
 
 
-def down(home: str = DEFAULT_HOME, grace: float = 20) -> list[str]:
-    """Stops the processes `up` recorded (and their process groups); returns their names."""
+def down(home: str = DEFAULT_HOME, grace: float = 20, task_grace: float = 60) -> list[str]:
+    """Fails the running DAG runs and waits up to `task_grace` s for their tasks to stop,
+    then stops the processes `up` recorded (their process groups, in order); returns
+    their names."""
     state_path = os.path.join(home, "services.json")
     if not os.path.exists(state_path):
         return []
-    alive = [p for p in _load(state_path)["pids"] if p["start"] and _start_time(p["pid"]) == p["start"]]
+    state = _load(state_path)
+    alive = [p for p in state["pids"] if p["start"] and _start_time(p["pid"]) == p["start"]]
+    if any(p["name"] == "api-server" for p in alive) and any(p["name"] == "scheduler" for p in alive):
+        try:
+            stop_running_dag_runs(state["airflow_url"], admin_password(home), task_grace)
+        except (OSError, ValueError, KeyError) as e:   # the services are stopped regardless
+            print(f"make down: could not fail the running DAG runs first ({e})", file=sys.stderr)
     for p in alive:
-        os.killpg(p["pid"], signal.SIGTERM)
-    deadline = time.time() + grace
-    while time.time() < deadline and any(_start_time(p["pid"]) == p["start"] for p in alive):
-        for p in alive:   # reap our own children (when up and down run in one process, as in tests)
-            try:
-                os.waitpid(p["pid"], os.WNOHANG)
-            except ChildProcessError:
-                pass
-        time.sleep(0.5)
-    for p in alive:
-        if _start_time(p["pid"]) == p["start"]:
-            os.killpg(p["pid"], signal.SIGKILL)
+        _stop(p, grace)
     os.remove(state_path)
     return [p["name"] for p in alive]
+
+
+def _stop(process: dict, grace: float) -> None:
+    os.killpg(process["pid"], signal.SIGTERM)
+    deadline = time.time() + grace
+    while time.time() < deadline and _start_time(process["pid"]) == process["start"]:
+        try:   # reap our own child (when up and down run in one process, as in tests)
+            os.waitpid(process["pid"], os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.3)
+    if _start_time(process["pid"]) == process["start"]:
+        os.killpg(process["pid"], signal.SIGKILL)
+
+
+def stop_running_dag_runs(airflow_url: str, password: str, timeout: float) -> list[str]:
+    """Marks every running DAG run failed (Airflow then fails its running tasks, whose
+    supervisors kill them: the operator's on_kill stops the stage, which ends its MLflow
+    run KILLED) and waits until no task is running. Returns "dag_id/run_id"s."""
+    api = rest_client(airflow_url, password)
+    runs = api("GET", "/api/v2/dags/~/dagRuns?state=running&limit=100")["dag_runs"]
+    for run in runs:
+        api("PATCH", f"/api/v2/dags/{run['dag_id']}/dagRuns/{quote(run['dag_run_id'], safe='')}",
+            {"state": "failed", "note": "stopped by `make down`"})
+    deadline = time.time() + timeout
+    while runs and time.time() < deadline:
+        if not api("GET", "/api/v2/dags/~/dagRuns/~/taskInstances?state=running&limit=1")["total_entries"]:
+            break
+        time.sleep(1)
+    return [f"{r['dag_id']}/{r['dag_run_id']}" for r in runs]
+
+
+def rest_client(airflow_url: str, password: str, user: str = "admin"):
+    """call(method, path, body=None) -> the JSON answer of Airflow's REST API, logged in."""
+    def call(method: str, path: str, body=None, token: str | None = None):
+        request = urllib.request.Request(airflow_url + path, method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+    token = call("POST", "/auth/token", {"username": user, "password": password})["access_token"]
+    return lambda method, path, body=None: call(method, path, body, token)
 
 
 def main(argv=None) -> int:
@@ -172,7 +239,8 @@ def main(argv=None) -> int:
         print(f"make up: {e}", file=sys.stderr)
         return 1
     print(f"Airflow  {info['airflow_url']}   user admin, password {info['password']}\n"
-          f"MLflow   {info['mlflow_url']}   (store: {services_env(DEFAULT_HOME, args.airflow_port)['MLFLOW_TRACKING_URI']})\n"
+          f"MLflow   {info['mlflow_url']}/{MLFLOW_START_PAGE}   "
+          f"(store: {services_env(DEFAULT_HOME, args.airflow_port)['MLFLOW_TRACKING_URI']})\n"
           f"logs     {os.path.relpath(os.path.join(DEFAULT_HOME, 'logs'), REPO_ROOT)}/   stop with `make down`")
     return 0
 

@@ -4,6 +4,7 @@ a run scheduled by the previous phase's asset takes them from that asset event's
 so one pipeline run id, preset and overrides span the three phases."""
 
 import dataclasses
+import json
 import os
 
 from airflow.sdk import Param
@@ -14,6 +15,22 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = ("tiny", "small", "v3-671b")
 DEFAULT_PRESET = "tiny"
 OVERRIDE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=.*$"
+# A deployment's default overrides for the trigger form (a JSON list of `section.key=value`),
+# e.g. where its artifacts live; read when the DAG files are parsed.
+DEFAULT_OVERRIDES_ENV = "SEEKFORGE_DEFAULT_OVERRIDES"
+
+
+def default_overrides() -> list[str]:
+    text = os.environ.get(DEFAULT_OVERRIDES_ENV, "").strip()
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{DEFAULT_OVERRIDES_ENV} is not JSON ({e}): expected a list of section.key=value") from None
+    if not (isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value)):
+        raise ValueError(f"{DEFAULT_OVERRIDES_ENV} must be a JSON list of section.key=value strings, got {text[:200]}")
+    return value
 
 
 def config_path(preset: str) -> str:
@@ -24,10 +41,13 @@ def config_path(preset: str) -> str:
 
 
 def dag_params(default_mode: str) -> dict:
+    # "null" in a type where empty is a valid choice: Airflow's trigger form treats a param
+    # without it as required and an empty value as missing, and will not submit
     return {
         "preset": Param(DEFAULT_PRESET, type="string", enum=list(PRESETS), title="Preset",
                         description="configs/<preset>.yaml"),
-        "overrides": Param([], type="array", items={"type": "string", "pattern": OVERRIDE_PATTERN},
+        "overrides": Param(default_overrides(), type=["null", "array"],
+                           items={"type": "string", "pattern": OVERRIDE_PATTERN},
                            title="Config overrides",
                            description="one `section.key=value` per line, as `seekforge run --set` takes them"),
         "mode": Param(default_mode, type="string", enum=list(orchestration.MODES), title="Execution mode",
@@ -35,7 +55,7 @@ def dag_params(default_mode: str) -> dict:
                                   "kubernetes: a pod per stage, a TFJob for multi-worker training"),
         "force": Param(False, type="boolean", title="Force",
                        description="rerun every stage even when its output is cached"),
-        "pipeline_run": Param("", type="string", title="Pipeline run id",
+        "pipeline_run": Param(None, type=["null", "string"], title="Pipeline run id",
                               description="tags every MLflow run; empty: this DAG run's id"),
     }
 
@@ -80,5 +100,5 @@ def from_context(context) -> RunSettings:
     if extra is not None:   # scheduled by the previous phase: continue its pipeline run
         return RunSettings(extra["preset"], tuple(extra.get("overrides", ())), extra.get("mode", params["mode"]),
                            extra["pipeline_run"], bool(params["force"]))
-    return RunSettings(params["preset"], tuple(params["overrides"]), params["mode"],
+    return RunSettings(params["preset"], tuple(params["overrides"] or ()), params["mode"],
                        params["pipeline_run"] or context["dag_run"].run_id, bool(params["force"]))

@@ -39,6 +39,18 @@ def airflow_env(dag_id: str, run_id: str, task_id: str, try_number: int) -> dict
             "AIRFLOW_CTX_TASK_ID": task_id, "AIRFLOW_CTX_TRY_NUMBER": str(try_number)}
 
 
+# Airflow's own secrets, which a stage never needs: its database, the keys that sign API
+# tokens and encrypt connections. A local stage starts from the worker's environment without them.
+_AIRFLOW_SECRETS = ("SQL_ALCHEMY_CONN", "SECRET", "FERNET", "PASSWORD", "JWT")
+
+
+def local_environment(worker_env: dict[str, str], task_env: dict[str, str]) -> dict[str, str]:
+    """The environment of a stage run as a subprocess of the worker (mode local)."""
+    kept = {k: v for k, v in worker_env.items()
+            if not (k.startswith("AIRFLOW__") and any(word in k for word in _AIRFLOW_SECRETS))}
+    return {**kept, **task_env, "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, worker_env.get("PYTHONPATH")]))}
+
+
 RESULTS_DIR = os.path.join(".seekforge", "results")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -18,6 +18,7 @@ workdir = stage_command.workdir
 
 class SeekforgeStageOperator(BaseOperator):
     ui_color = "#dbe9f6"
+    custom_operator_name = "seekforge stage"   # the UI's name for every task's kind
 
     def __init__(self, *, stage: str, phase_stages: list[str], **kwargs):
         super().__init__(**kwargs)
@@ -58,8 +59,7 @@ class SeekforgeStageOperator(BaseOperator):
 
     def _run_local(self, argv: list[str], env: dict[str, str]) -> None:
         self.log.info("running %s", " ".join(argv))
-        full_env = {**os.environ, **env,
-                    "PYTHONPATH": os.pathsep.join(filter(None, [run_settings.REPO_ROOT, os.environ.get("PYTHONPATH")]))}
+        full_env = stage_command.local_environment(dict(os.environ), env)
         lines = []
         # a local reference: on_kill (another thread) clears self._process
         process = self._process = subprocess.Popen(argv, cwd=workdir(), env=full_env, stdout=subprocess.PIPE,

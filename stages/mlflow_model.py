@@ -10,6 +10,8 @@ import os
 
 import mlflow.pyfunc
 
+from stages import lineage_links
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -51,8 +53,21 @@ def log_and_register(model_dir: str, tokenizer_path: str, registered_name: str,
         pip_requirements=["tensorflow", "keras>=3.8", "tokenizers", "numpy"],
         registered_model_name=registered_name)
     version = getattr(info, "registered_model_version", None)
-    if lineage and version is not None:
-        client = mlflow.MlflowClient()
-        for key, value in lineage.items():
-            client.set_model_version_tag(registered_name, str(version), f"seekforge.{key}", value)
+    if version is not None:
+        tag_version(mlflow.MlflowClient(), registered_name, str(version), mlflow.active_run(), lineage or {})
     return info.model_uri
+
+
+def tag_version(client, name: str, version: str, run, lineage: dict[str, str]) -> None:
+    """The registry's view of lineage: the version's tags (seekforge.source_run and the
+    lineage keys) and a description linking the run that made it; the registered model
+    says which stage publishes it."""
+    stage = lineage.get("stage", "?")
+    for key, value in {"source_run": run.info.run_id, **lineage}.items():
+        client.set_model_version_tag(name, version, f"seekforge.{key}", value)
+    client.update_model_version(name, version, description=lineage_links.version_description(
+        stage, lineage.get("pipeline_run", "?"), run.info.experiment_id, run.info.run_id))
+    client.set_registered_model_tag(name, "seekforge.stage", stage)
+    client.update_registered_model(name, description=(
+        f"Models published by the seekforge stage **{stage}**, one version per run that trained one; "
+        "each version links its run and is tagged with its pipeline run, stage and cache key."))

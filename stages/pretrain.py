@@ -57,8 +57,9 @@ def publish_model(ctx, model, metrics_file: str, lineage: dict[str, str] | None 
 
     export_model(model, ctx.output_dir)
     shutil.copy(metrics_file, os.path.join(ctx.output_dir, "metrics.jsonl"))
+    made_by = {"pipeline_run": ctx.pipeline_run, "stage": ctx.stage, "cache_key": ctx.cache_key}
     return log_and_register(os.path.join(ctx.output_dir, "model"), ctx.inputs["tokenizer"].file,
-                            f"{ctx.pipeline_name}-{ctx.stage}", lineage)
+                            f"{ctx.pipeline_name}-{ctx.stage}", {**made_by, **(lineage or {})})
 
 
 def export_model(model, output_dir: str) -> None:

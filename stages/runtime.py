@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 
-from stages import artifacts, fingerprint, pipeline, tracking
+from stages import artifacts, fingerprint, lineage_links, pipeline, tracking
 from stages.artifact_types import TYPES, Artifact, typed
 from stages.artifacts import CorruptOutput, Output
 from stages.config import Config, flatten
@@ -147,14 +147,23 @@ def _execute(ml, spec, config, section, key, material, root, inputs, external, p
     temporary = artifacts.temporary_dir(root, key)
     work_dir = artifacts.work_dir(root, key)
     experiment = ml.set_experiment(config.pipeline.name)
+    client = ml.MlflowClient()
+    lineage_links.mark_experiment(client, experiment)
     tracking.close_abandoned_runs(ml, experiment.experiment_id, name)
+    airflow = tracking.airflow_tags()
     tags = {tracking.TAG_STAGE: name, tracking.TAG_PIPELINE_RUN: pipeline_run, tracking.TAG_CACHE_KEY: key,
             tracking.TAG_UPSTREAM: ",".join(inputs[n].run_id for n in spec.inputs),
-            tracking.TAG_PROCESS: tracking.process_tag(), **tracking.airflow_tags()}
+            tracking.TAG_PROCESS: tracking.process_tag(), **airflow}
     if force:
         tags[tracking.TAG_FORCED] = "true"
     if replaces:
         tags[tracking.TAG_REPLACES] = replaces
+
+    def where(run_id: str) -> tuple[str, str]:
+        return tracking.experiment_of(client, run_id, experiment.experiment_id), run_id
+    tags[lineage_links.DESCRIPTION_TAG] = lineage_links.run_description(
+        name, pipeline_run, {n: where(inputs[n].run_id) for n in spec.inputs}, airflow.get("airflow.url"), force,
+        where(replaces) if replaces else None)
     start = time.time()
     run = ml.start_run(run_name=f"{name} {pipeline_run}", tags=tags)
     try:

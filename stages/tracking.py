@@ -69,6 +69,15 @@ def get_run(client, run_id: str):
                          f"({str(e).splitlines()[0][:200]})") from None
 
 
+def experiment_of(client, run_id: str, default: str) -> str:
+    """The experiment holding a run (upstream runs may live in another pipeline's)."""
+    from mlflow.exceptions import MlflowException
+    try:
+        return client.get_run(run_id).info.experiment_id
+    except MlflowException:
+        return default
+
+
 def log_input(ml, name: str, uri: str, digest: str, context: str) -> None:
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset

@@ -24,6 +24,7 @@ from stages.posttrain import rollout
 from stages.posttrain.grpo_loss import grpo_loss, group_advantages, token_entropy, token_log_probs
 from stages.posttrain.rewards import combined_reward
 from stages.trainer.optimizer import make_optimizer, resumable, truncate_metrics
+from stages.trainer.progress import Progress
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -107,20 +108,20 @@ class GRPOTrainer:
         checkpoint, manager = resumable(self.policy, self.optimizer, os.path.join(self.output_dir, "checkpoints"),
                                         cfg.keep_checkpoints, init_weights, discard_unreadable)
         truncate_metrics(os.path.join(self.output_dir, METRICS_FILE), self.step)
-        last = {}
+        last, progress = {}, Progress(cfg.steps, self.step)
         while self.step < cfg.steps:
             start = time.perf_counter()
             metrics = self.train_step(problems, self.step)
             metrics["seconds_per_step"] = time.perf_counter() - start
             step = self.step
             if step % cfg.log_every == 0 or step == cfg.steps:
-                last = self._log(step, metrics)
+                last = self._log(progress.prefix(step), step, metrics)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 manager.save(checkpoint_number=step)
         return last
 
-    def _log(self, step: int, metrics: dict) -> dict:
-        print(f"grpo step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+    def _log(self, progress: str, step: int, metrics: dict) -> dict:
+        print(f"grpo {progress}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
         with open(os.path.join(self.output_dir, METRICS_FILE), "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         if self.log_metrics:

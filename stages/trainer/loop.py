@@ -31,6 +31,7 @@ from stages.trainer.config import TrainingConfig
 from stages.trainer.distribution import is_chief, make_strategy
 from stages.trainer.input import training_dataset
 from stages.trainer.optimizer import make_optimizer, resumable, truncate_metrics
+from stages.trainer.progress import Progress
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -192,6 +193,7 @@ class Trainer:
             truncate_metrics(os.path.join(self.output_dir, METRICS_FILE), step)
         iterator = iter(self.dataset(batches, start_step=step))
         last, window_start, window_tokens = {}, time.perf_counter(), 0
+        self.progress = Progress(cfg.steps, step)
         while step < cfg.steps:
             micro = self.micro_batches_at(step)
             result = self._step_fn(micro)(iterator)
@@ -215,7 +217,7 @@ class Trainer:
             metrics[f"max_violation/moe_{index}"] = float(vio)
         metrics["max_violation/mean"] = float(max_violation(loads).numpy().mean())
         if self.chief:
-            print(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+            print(f"{self.progress.prefix(step)}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                                 if "/moe_" not in k), flush=True)
             with open(os.path.join(self.output_dir, METRICS_FILE), "a") as f:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")

@@ -92,9 +92,28 @@ def test_params_validate_preset_overrides_and_mode():
     good.update({"preset": "small", "overrides": ["dedup.threshold=0.7"], "mode": "kubernetes"})
     assert good.validate()["mode"] == "kubernetes"
     assert copy.deepcopy(dag.params).validate() == {"preset": "tiny", "overrides": [], "mode": "local",
-                                                    "force": False, "pipeline_run": ""}
+                                                    "force": False, "pipeline_run": None}
     for bad in ({"preset": "huge"}, {"overrides": ["no equals sign"]}, {"mode": "ssh"}, {"force": "yes"}):
         params = copy.deepcopy(dag.params)
         with pytest.raises(Exception, match="Invalid input|not valid|is not one of|does not match|is not of type"):
             params.update(bad)
             params.validate()
+
+
+def test_every_param_has_a_usable_default():
+    """Airflow's trigger form disables Trigger while a param is 'required': one whose
+    schema lacks "null" and whose value is empty. Every default must submit as is."""
+    dag = dag_factory.build_phase_dag("seekforge_data")
+    for name, param in dag.params.items():
+        schema_type = param.schema.get("type")
+        types = schema_type if isinstance(schema_type, list) else [schema_type]
+        assert param.value not in (None, "", []) or "null" in types, name
+
+
+def test_a_deployment_sets_the_forms_default_overrides(monkeypatch):
+    monkeypatch.setenv("SEEKFORGE_DEFAULT_OVERRIDES", '["pipeline.artifacts=/data/a", "tokenize.seq_len=64"]')
+    dag = dag_factory.build_phase_dag("seekforge_data")
+    assert dag.params["overrides"] == ["pipeline.artifacts=/data/a", "tokenize.seq_len=64"]
+    monkeypatch.setenv("SEEKFORGE_DEFAULT_OVERRIDES", "pipeline.artifacts=/data/a")
+    with pytest.raises(ValueError, match="SEEKFORGE_DEFAULT_OVERRIDES is not JSON"):
+        dag_factory.build_phase_dag("seekforge_data")

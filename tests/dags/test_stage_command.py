@@ -63,3 +63,16 @@ def test_bad_orchestration_values_name_the_key():
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match="preset 'huge'"):
         run_settings.config_path("huge")
+
+
+def test_a_local_stage_gets_the_workers_environment_without_airflows_secrets():
+    worker = {"PATH": "/usr/bin", "MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLFLOW_TRACKING_PASSWORD": "m",
+              "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://u:p@db/airflow",
+              "AIRFLOW__API_AUTH__JWT_SECRET": "s", "AIRFLOW__API__SECRET_KEY": "k", "AIRFLOW__CORE__FERNET_KEY": "f",
+              "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "PYTHONPATH": "/extra"}
+    env = stage_command.local_environment(worker, {"AIRFLOW_CTX_DAG_ID": "seekforge_data"})
+    assert env["PATH"] == "/usr/bin" and env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == "m"                  # the stage's own MLflow login stays
+    assert env["AIRFLOW_CTX_DAG_ID"] == "seekforge_data"
+    assert not [k for k in env if "SECRET" in k or "FERNET" in k or "SQL_ALCHEMY" in k]
+    assert env["PYTHONPATH"] == f"{stage_command.REPO_ROOT}:/extra"

@@ -29,7 +29,8 @@ def argv(stage):
 
 
 def env_of(container) -> dict:
-    return {e["name"]: e["value"] for e in container["env"]}
+    """name -> value, or -> valueFrom for one from a Secret (the template's MLflow login)."""
+    return {e["name"]: e["value"] if "value" in e else e["valueFrom"] for e in container["env"]}
 
 
 @pytest.mark.parametrize("stage, gpus", [("dedup", None), ("extend_32k", "1")])

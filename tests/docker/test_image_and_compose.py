@@ -34,26 +34,30 @@ def test_dockerfile_installs_with_the_makefiles_venv_recipe():
 def test_compose_file_runs_airflow_and_mlflow_on_postgres():
     compose = yaml.safe_load(read("docker", "compose.yaml"))
     services = compose["services"]
-    assert {"postgres", "airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
-            "mlflow"} <= set(services)
+    assert {"postgres", "airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-triggerer",
+            "airflow-dag-processor", "mlflow"} <= set(services)
     commands = {name: s["command"][:2] for name, s in services.items() if "command" in s}
     assert commands["airflow-api-server"] == ["airflow", "api-server"]
     assert commands["airflow-scheduler"] == ["airflow", "scheduler"]
     assert commands["airflow-dag-processor"] == ["airflow", "dag-processor"]
+    assert commands["airflow-triggerer"] == ["airflow", "triggerer"]   # else the UI's health badge is red
     assert commands["mlflow"] == ["mlflow", "server"]
-    for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor"):
+    for name in ("airflow-api-server", "airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"):
         env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
-    assert any(a.endswith("@postgres:5432/mlflow") for a in services["mlflow"]["command"])
-    assert "CREATE DATABASE mlflow" in read("docker", "postgres-init.sql")
+    # the store's URI in the environment (its password put in by docker/entrypoint.py), not on the command line
+    assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
+    assert not any("postgres:5432" in a for a in services["mlflow"]["command"])
+    assert "CREATE DATABASE mlflow OWNER" in read("docker", "postgres-init.sql")
 
 
 def test_kubernetes_templates_parse():
-    for name in ("stage-pod.yaml", "artifacts-pvc.yaml", "airflow-rbac.yaml"):
+    for name in ("stage-pod.yaml", "artifacts-pvc.yaml", "airflow-rbac.yaml", "stage-networkpolicy.yaml"):
         documents = list(yaml.safe_load_all(read("docker", "k8s", name)))
         assert documents and all(d["apiVersion"] and d["kind"] for d in documents)
     from tests.docker import k8s_schema

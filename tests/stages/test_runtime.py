@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from stages import artifacts, cli
+from stages import artifacts, cli, lineage_links
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STDLIB = os.path.dirname(os.__file__)
@@ -112,6 +112,12 @@ def test_pipeline_cache_force_mlflow_lineage(workdir, capsys):
     assert len({r.data.tags["seekforge.cache_key"] for r in dedup_runs}) == 1
     forced = [r for r in dedup_runs if r.data.tags.get("seekforge.forced") == "true"]
     assert len(forced) == 1 and forced[0].data.tags["seekforge.replaces"] == dedup.info.run_id
+    # ... and its description says so and links the run it replaced and its upstream, as the UI shows them
+    description = forced[0].data.tags["mlflow.note.content"]
+    experiment = dedup.info.experiment_id
+    assert "**Forced rerun**" in description
+    assert f"[this earlier run]({lineage_links.run_link(experiment, dedup.info.run_id)})" in description
+    assert f"[ingest]({lineage_links.run_link(experiment, by_stage['ingest'].info.run_id)})" in description
     # its content is the same (output digests hold no paths, times or row order), so
     # downstream stages are cache hits
     capsys.readouterr()

@@ -10,7 +10,7 @@ import os
 import pytest
 import yaml
 
-from stages import artifacts, cli, tracking
+from stages import artifacts, cli, lineage_links, tracking
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IN_MEMORY = ["--runner", "DirectRunner", "--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
@@ -121,6 +121,18 @@ def test_pretraining_phase_end_to_end(pipeline, client):
     assert [m.step for m in history] == list(range(5, 301, 5))
     versions = client.search_model_versions("name='tiny-pretrain'")
     assert [v.run_id for v in versions] == [out["pretrain"].run_id]
+    # ... and lineage as links: the version names and links its run, whose description links its upstream
+    [version] = versions
+    run = client.get_run(out["pretrain"].run_id)
+    assert {k: version.tags[f"seekforge.{k}"] for k in ("source_run", "stage", "pipeline_run", "cache_key")} == {
+        "source_run": run.info.run_id, "stage": "pretrain", "pipeline_run": run.data.tags[tracking.TAG_PIPELINE_RUN],
+        "cache_key": out["pretrain"].manifest["cache_key"]}
+    assert lineage_links.run_link(run.info.experiment_id, run.info.run_id) in version.description
+    description = run.data.tags["mlflow.note.content"]
+    for name in ("tokenize", "tokenizer"):
+        assert f"[{name}]({lineage_links.run_link(run.info.experiment_id, out[name].run_id)})" in description
+    assert client.get_registered_model("tiny-pretrain").tags["seekforge.stage"] == "pretrain"
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 @pytest.mark.slow
