@@ -18,6 +18,9 @@ POD_TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 TFJOB_API = ("kubeflow.org", "v1", "tfjobs")
 
 
+MLFLOW_LOGIN = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
 def container_config_path(preset: str) -> str:
     return f"{CONFIG_DIR}/{preset}.yaml"
 
@@ -65,7 +68,9 @@ def docker_operator(task_id: str, argv: list[str], env: dict[str, str], orch: Or
         mem_limit=stage.resources.memory.replace("i", "").lower() if stage.resources.memory else None,
         cpus=float(stage.resources.cpu.rstrip("m")) / (1000 if stage.resources.cpu.endswith("m") else 1)
         if stage.resources.cpu else 1.0,
-        device_requests=gpus, auto_remove="success", mount_tmp_dir=False, xcom_all=True)
+        device_requests=gpus, auto_remove="success", mount_tmp_dir=False, xcom_all=True,
+        # the worker's MLflow login, kept out of the rendered task and its logs
+        private_environment={k: os.environ[k] for k in MLFLOW_LOGIN if os.environ.get(k)})
 
 
 def pod_operator(task_id: str, stage_name: str, argv: list[str], env: dict[str, str],
@@ -93,15 +98,20 @@ def tfjob_manifest(name: str, stage_name: str, argv: list[str], env: dict[str, s
     """A Kubeflow TFJob: `workers` identical workers; the training operator gives each
     its TF_CONFIG, which the trainer's multi_worker strategy reads."""
     template = pod_template(orch)
+    base = template["spec"]["containers"][0]
     labels = {"app": "seekforge", "seekforge/stage": stage_name}
     container = {
         "name": "tensorflow",   # the training operator finds the TF container by this name
         "image": orch.image, "command": argv, "workingDir": WORKDIR,
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        # the template's (HOME, the MLflow login from its Secret), then the task's
+        "env": [*base.get("env", []), *({"name": k, "value": v} for k, v in sorted(env.items()))],
         "resources": resource_requirements(stage),
-        "volumeMounts": template["spec"]["containers"][0]["volumeMounts"],
+        "volumeMounts": base["volumeMounts"],
+        "securityContext": base["securityContext"],
     }
-    pod_spec = {"containers": [container], "volumes": template["spec"]["volumes"]}
+    # the template's lock-down holds for the workers too (docker/k8s/stage-pod.yaml)
+    pod_spec = {"containers": [container], "volumes": template["spec"]["volumes"],
+                **{k: template["spec"][k] for k in ("securityContext", "automountServiceAccountToken")}}
     if orch.service_account:
         pod_spec["serviceAccountName"] = orch.service_account
     return {

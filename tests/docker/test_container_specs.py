@@ -75,6 +75,13 @@ def test_multi_worker_training_is_a_tfjob_manifest():
     assert container["resources"] == {"requests": {"cpu": "2", "memory": "200Gi"},
                                       "limits": {"memory": "200Gi", "nvidia.com/gpu": "8"}}
     assert {k: env_of(container)[k] for k in AIRFLOW} == AIRFLOW
+    # the workers are as locked down as a stage pod, and log in to MLflow from the Secret
+    spec = worker["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] and spec["automountServiceAccountToken"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    login = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert login == {"MLFLOW_TRACKING_USERNAME": "seekforge-mlflow", "MLFLOW_TRACKING_PASSWORD": "seekforge-mlflow"}
 
 
 def test_a_schema_violation_is_caught():
@@ -86,11 +93,14 @@ def test_a_schema_violation_is_caught():
             jsonschema.validate(bad, json.load(f))
 
 
-def test_docker_operator_builds_without_an_engine(tmp_path):
+def test_docker_operator_builds_without_an_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-passw0rd")
     stage = ORCH.for_stage("pretrain")
     op = container_specs.docker_operator("pretrain_container", argv("pretrain"), AIRFLOW, ORCH, stage, str(tmp_path))
     assert op.image == ORCH.image and op.command == argv("pretrain")
-    assert op.environment == AIRFLOW
+    assert op.environment == AIRFLOW   # rendered and shown in the UI: no login there
+    assert op._private_environment == {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "s3cret-passw0rd"}
     assert op.working_dir == "/work"
     assert [(m["Target"], m["Source"]) for m in op.mounts] == [("/work", str(tmp_path))]
     assert op.device_requests[0]["Count"] == 8
