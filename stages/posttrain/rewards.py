@@ -93,7 +93,9 @@ def accuracy_reward(completion, problem: dict) -> float:
         code = strip_code_fence(answer)
         if not code.strip():
             return 0.0
-        return 1.0 if sandbox.run_tests(code, _required(problem, "tests"), CODE_TIMEOUT).passed else 0.0
+        result = sandbox.run_tests(code, _required(problem, "tests"), CODE_TIMEOUT,
+                                   entry_point=problem.get("entry_point"))
+        return 1.0 if result.passed else 0.0
     expected, given = parse_number(canonical), parse_number(answer)
     if expected is None:
         raise ValueError(f"problem {problem.get('id')!r}: canonical answer {canonical!r} is not a number")

@@ -149,19 +149,28 @@ def test_generated_code_problems_reward_their_reference_and_not_a_wrong_one(shor
 
 
 def test_sandbox_reports_why_a_run_failed():
-    assert timed(sandbox.run_program, "x = 1", 2.0).status == "passed"
-    assert timed(sandbox.run_program, "while True:\n    pass\n", 1.0).status == "timed out"
-    assert timed(sandbox.run_program, "import os\nos._exit(0)\n", 2.0).status.startswith("crashed")
-    assert timed(sandbox.run_program, "import sys\nsys.exit(0)\n", 2.0).status == "failed: SystemExit: 0"
-    assert timed(sandbox.run_program, "assert 1 == 2, 'nope'\n", 2.0).status == "failed: AssertionError: nope"
-    assert not timed(sandbox.run_program, "print('x' * 10_000_000)\nimport os\nos._exit(0)\n", 2.0).passed
-    assert timed(sandbox.run_program, "b = bytearray(4 << 30)\n", 5.0, 256).status.startswith("failed: MemoryError")
+    tests = "assert add(2, 3) == 5\n"
+    run = sandbox.run_tests
+    assert timed(run, "def add(a, b):\n    return a + b\n", tests, 2.0).status == "passed"
+    assert timed(run, "while True:\n    pass\n", tests, 1.0).status == "timed out"
+    assert timed(run, "import os\nos._exit(0)\n", tests, 2.0).status.startswith("crashed")
+    assert timed(run, "import sys\nsys.exit(0)\n", tests, 2.0).status == "failed: the program raised SystemExit: 0"
+    assert timed(run, "def add(a, b):\n    return 0\n", "assert add(2, 3) == 5, 'nope'\n", 2.0).status == \
+        "failed: AssertionError: nope"
+    assert timed(run, "def add(a, b):\n    raise ValueError('no')\n", tests, 2.0).status == \
+        "failed: add() raised ValueError: no"
+    assert timed(run, "def plus(a, b):\n    return a + b\n", tests, 2.0).status == \
+        "failed: add() raised NameError: name 'add' is not defined"
+    assert not timed(run, "print('x' * 10_000_000)\nimport os\nos._exit(0)\n", tests, 2.0).passed
+    assert timed(run, "b = bytearray(4 << 30)\n", tests, 5.0, 256).status.startswith(
+        "failed: the program raised MemoryError")
 
 
 def test_sandbox_survives_a_child_that_keeps_the_output_open():
-    # a forked grandchild that loops would keep the pipe open: the group is killed at the timeout
+    # a forked grandchild that loops would keep the pipe open: forks are refused, and the
+    # whole PID namespace dies with the sandbox anyway
     program = "import os, time\nif os.fork() == 0:\n    while True:\n        time.sleep(1)\n"
-    result = timed(sandbox.run_program, program, 1.0)
+    result = timed(sandbox.run_tests, program, "assert add(2, 3) == 5\n", 1.0)
     assert not result.passed
 
 
