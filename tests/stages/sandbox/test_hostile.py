@@ -29,11 +29,6 @@ def namespaces_only():
         pytest.skip("contained only with namespaces; this machine falls back to plain processes")
 
 
-@pytest.fixture
-def tag(request):
-    return f"seekforge-hostile-{os.getpid()}-{request.node.name}".replace("[", "-").replace("]", "")
-
-
 @pytest.mark.parametrize("path", hostile.PATHS)
 @pytest.mark.parametrize("name", list(hostile.FORGED_PASS))
 def test_forged_passes_fail(path, name):

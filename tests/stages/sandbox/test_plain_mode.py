@@ -19,11 +19,6 @@ def plain_mode(monkeypatch):
     monkeypatch.setattr(probe, "_mode", isolation.PLAIN)
 
 
-@pytest.fixture
-def tag(request):
-    return f"seekforge-plain-{os.getpid()}-{request.node.name}".replace("[", "-").replace("]", "")
-
-
 @pytest.mark.parametrize("path", hostile.PATHS)
 @pytest.mark.parametrize("name", list(hostile.FORGED_PASS))
 def test_forged_passes_fail(path, name):
