@@ -71,10 +71,9 @@ def get_run(client, run_id: str):
 
 def experiment_of(client, run_id: str, default: str) -> str:
     """The experiment holding a run (upstream runs may live in another pipeline's)."""
-    from mlflow.exceptions import MlflowException
     try:
-        return client.get_run(run_id).info.experiment_id
-    except MlflowException:
+        return get_run(client, run_id).info.experiment_id
+    except ValueError:   # a run no longer in this store: link it as if in ours
         return default
 
 
