@@ -1,7 +1,7 @@
 """Where a stage command runs when it does not run on the worker: a Docker container
 (DockerOperator) or a Kubernetes pod (KubernetesPodOperator), or, for multi-worker
-training, a Kubeflow TFJob. Everything here renders without a Docker engine or a
-cluster; only .execute() / submit_tfjob() need one.
+training, a Kubeflow TFJob (TensorFlow) or a JobSet (multi-host JAX). Everything here
+renders without a Docker engine or a cluster; only .execute() / submit_*() need one.
 
 Inside containers the working directory is /work, the shared volume holding
 ./artifacts (and the SQLite MLflow store when no tracking server is configured), so
@@ -10,12 +10,15 @@ relative paths in the presets mean the same as on a local worker."""
 import os
 
 from stages.orchestration import OrchestrationConfig, StageOrchestration
+from stages.trainer import multihost
 
 WORKDIR = "/work"                       # the shared artifacts volume, mounted here
 CONFIG_DIR = "/app/configs"             # the presets baked into the image (docker/Dockerfile)
 POD_TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "docker", "k8s", "stage-pod.yaml")
 TFJOB_API = ("kubeflow.org", "v1", "tfjobs")
+JOBSET_API = ("jobset.x-k8s.io", "v1alpha2", "jobsets")
+JAX_WORKERS = "workers"                 # the JobSet's one replicated job
 
 
 MLFLOW_LOGIN = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -93,27 +96,34 @@ def render_pod(operator) -> dict:
     return ApiClient().sanitize_for_serialization(operator.build_pod_request_obj(dry_run=True))
 
 
-def tfjob_manifest(name: str, stage_name: str, argv: list[str], env: dict[str, str],
-                   orch: OrchestrationConfig, stage: StageOrchestration) -> dict:
-    """A Kubeflow TFJob: `workers` identical workers; the training operator gives each
-    its TF_CONFIG, which the trainer's multi_worker strategy reads."""
+def _worker_pod_spec(container_name: str, argv: list[str], env: dict[str, str], orch: OrchestrationConfig,
+                     stage: StageOrchestration) -> dict:
+    """A training worker's pod spec: the stage pod template's lock-down, volumes and
+    MLflow login (docker/k8s/stage-pod.yaml), the image, command, env and resources."""
     template = pod_template(orch)
     base = template["spec"]["containers"][0]
-    labels = {"app": "seekforge", "seekforge/stage": stage_name}
     container = {
-        "name": "tensorflow",   # the training operator finds the TF container by this name
-        "image": orch.image, "command": argv, "workingDir": WORKDIR,
+        "name": container_name, "image": orch.image, "command": argv, "workingDir": WORKDIR,
         # the template's (HOME, the MLflow login from its Secret), then the task's
         "env": [*base.get("env", []), *({"name": k, "value": v} for k, v in sorted(env.items()))],
         "resources": resource_requirements(stage),
         "volumeMounts": base["volumeMounts"],
         "securityContext": base["securityContext"],
     }
-    # the template's lock-down holds for the workers too (docker/k8s/stage-pod.yaml)
     pod_spec = {"containers": [container], "volumes": template["spec"]["volumes"],
                 **{k: template["spec"][k] for k in ("securityContext", "automountServiceAccountToken")}}
     if orch.service_account:
         pod_spec["serviceAccountName"] = orch.service_account
+    return pod_spec
+
+
+def tfjob_manifest(name: str, stage_name: str, argv: list[str], env: dict[str, str],
+                   orch: OrchestrationConfig, stage: StageOrchestration) -> dict:
+    """A Kubeflow TFJob: `workers` identical workers; the training operator gives each
+    its TF_CONFIG, which the trainer's multi_worker strategy reads."""
+    labels = {"app": "seekforge", "seekforge/stage": stage_name}
+    # the training operator finds the TF container by its name
+    pod_spec = _worker_pod_spec("tensorflow", argv, env, orch, stage)
     return {
         "apiVersion": f"{TFJOB_API[0]}/{TFJOB_API[1]}", "kind": "TFJob",
         "metadata": {"name": name, "namespace": orch.namespace, "labels": labels},
@@ -126,8 +136,60 @@ def tfjob_manifest(name: str, stage_name: str, argv: list[str], env: dict[str, s
     }
 
 
+def jax_coordinator_address(name: str) -> str:
+    """Process 0's pod under the JobSet's headless service (named after the JobSet):
+    <jobset>-<replicated job>-<job index>-<pod index>.<subdomain>:port."""
+    return f"{name}-{JAX_WORKERS}-0-0.{name}:{multihost.COORDINATOR_PORT}"
+
+
+def jobset_manifest(name: str, stage_name: str, argv: list[str], env: dict[str, str],
+                    orch: OrchestrationConfig, stage: StageOrchestration) -> dict:
+    """A JobSet for multi-host JAX: one Indexed Job of `workers` pods (one JAX process
+    each, all its GPUs), reachable by DNS name under the headless service the JobSet
+    controller creates. Each pod's env says how many processes there are and where
+    process 0 is; Kubernetes adds JOB_COMPLETION_INDEX, its process id
+    (stages/trainer/multihost.py reads all three)."""
+    hostname = f"{name}-{JAX_WORKERS}-0-{stage.workers - 1}"
+    if len(hostname) > 63:   # a pod hostname is one DNS label
+        raise ValueError(f"JobSet name {name!r} is too long: its pods' hostnames ({hostname}) exceed 63 characters")
+    labels = {"app": "seekforge", "seekforge/stage": stage_name}   # app: the NetworkPolicy's peers
+    jax_env = {"KERAS_BACKEND": "jax", multihost.NUM_PROCESSES: str(stage.workers),
+               multihost.COORDINATOR_ADDRESS: jax_coordinator_address(name)}
+    pod_spec = _worker_pod_spec("jax", argv, {**env, **jax_env}, orch, stage)
+    pod_spec["restartPolicy"] = "Never"   # a lost process cannot rejoin: the JobSet restarts them all
+    pod_spec["containers"][0]["ports"] = [{"name": "coordinator", "containerPort": multihost.COORDINATOR_PORT}]
+    job_spec = {
+        "completionMode": "Indexed", "completions": stage.workers, "parallelism": stage.workers,
+        "backoffLimit": 0, "activeDeadlineSeconds": int(stage.timeout_minutes * 60),
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    return {
+        "apiVersion": f"{JOBSET_API[0]}/{JOBSET_API[1]}", "kind": "JobSet",
+        "metadata": {"name": name, "namespace": orch.namespace, "labels": labels},
+        "spec": {
+            # DNS records before readiness: the pods find process 0 while starting up
+            "network": {"enableDNSHostnames": True, "subdomain": name, "publishNotReadyAddresses": True},
+            "failurePolicy": {"maxRestarts": stage.retries},   # each restart resumes from the checkpoint
+            "replicatedJobs": [{"name": JAX_WORKERS, "replicas": 1,
+                                "template": {"metadata": {"labels": labels}, "spec": job_spec}}],
+        },
+    }
+
+
 def submit_tfjob(manifest: dict, log, poll_seconds: float = 15.0) -> None:
     """Create the TFJob and wait for its Succeeded or Failed condition."""
+    workers = manifest["spec"]["tfReplicaSpecs"]["Worker"]["replicas"]
+    _submit_and_wait(TFJOB_API, manifest, "Succeeded", f"{workers} workers", log, poll_seconds)
+
+
+def submit_jobset(manifest: dict, log, poll_seconds: float = 15.0) -> None:
+    """Create the JobSet and wait for its Completed or Failed condition."""
+    workers = manifest["spec"]["replicatedJobs"][0]["template"]["spec"]["parallelism"]
+    _submit_and_wait(JOBSET_API, manifest, "Completed", f"{workers} JAX processes", log, poll_seconds)
+
+
+def _submit_and_wait(api: tuple[str, str, str], manifest: dict, succeeded: str, size: str, log,
+                     poll_seconds: float) -> None:
     import time
 
     from kubernetes import client, config
@@ -135,17 +197,16 @@ def submit_tfjob(manifest: dict, log, poll_seconds: float = 15.0) -> None:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    api = client.CustomObjectsApi()
-    group, version, plural = TFJOB_API
-    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-    api.create_namespaced_custom_object(group, version, namespace, plural, manifest)
-    log.info("submitted TFJob %s/%s (%d workers)", namespace, name,
-             manifest["spec"]["tfReplicaSpecs"]["Worker"]["replicas"])
+    custom = client.CustomObjectsApi()
+    group, version, plural = api
+    kind, namespace, name = manifest["kind"], manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    custom.create_namespaced_custom_object(group, version, namespace, plural, manifest)
+    log.info("submitted %s %s/%s (%s)", kind, namespace, name, size)
     while True:
-        job = api.get_namespaced_custom_object(group, version, namespace, plural, name)
+        job = custom.get_namespaced_custom_object(group, version, namespace, plural, name)
         conditions = {c["type"]: c for c in job.get("status", {}).get("conditions", []) if c.get("status") == "True"}
-        if "Succeeded" in conditions:
+        if succeeded in conditions:
             return
         if "Failed" in conditions:
-            raise RuntimeError(f"TFJob {namespace}/{name} failed: {conditions['Failed'].get('message', '')}")
+            raise RuntimeError(f"{kind} {namespace}/{name} failed: {conditions['Failed'].get('message', '')}")
         time.sleep(poll_seconds)

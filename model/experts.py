@@ -190,5 +190,16 @@ class RoutedExperts(keras.layers.Layer):
         self.down_proj = self.add_weight(name="down_proj", shape=(e, i, h), initializer=init)
 
     def call(self, x, expert_indices, expert_weights):
+        return self.dispatch(x, expert_indices, expert_weights)[0]
+
+    def dispatch(self, x, expert_indices, expert_weights):
+        """-> (output [T, H], assignments dropped: always 0 unless an expert-parallel mesh
+        runs with a capacity; model/expert_parallel.py)."""
         weights = [ops.convert_to_tensor(w) for w in (self.gate_proj, self.up_proj, self.down_proj)]
-        return routed_expert_ffn(x, expert_indices, expert_weights, *weights, self.impl)
+        if keras.backend.backend() == "jax":
+            from model.expert_parallel import active_dispatch  # imports jax: JAX backend only
+
+            dispatch = active_dispatch()
+            if dispatch is not None:
+                return dispatch(x, expert_indices, expert_weights, *weights, impl=self.impl)
+        return routed_expert_ffn(x, expert_indices, expert_weights, *weights, self.impl), ops.zeros((), "int32")

@@ -48,13 +48,14 @@ class DeepSeekMoE(keras.layers.Layer):
             self.shared_experts.build(input_shape)
 
     def call(self, x):
-        """x [b, s, hidden] -> (y [b, s, hidden], {"load": [E] float32, "balance": scalar})."""
+        """x [b, s, hidden] -> (y [b, s, hidden], {"load": [E] float32, "balance": scalar,
+        "dropped": assignments an expert-parallel capacity dropped, int32 scalar})."""
         batch = ops.shape(x)[0]
         flat = ops.reshape(x, (-1, self.cfg.hidden_size))
         indices, weights, scores = self.gate(flat)
-        y = self.experts(flat, indices, weights)
+        y, dropped = self.experts.dispatch(flat, indices, weights)
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat)
         load = ops.cast(expert_counts(ops.reshape(indices, (-1,)), self.cfg.n_routed_experts), "float32")
-        aux = {"load": load, "balance": sequence_balance_term(scores, indices, batch, self.cfg)}
+        aux = {"load": load, "balance": sequence_balance_term(scores, indices, batch, self.cfg), "dropped": dropped}
         return ops.reshape(y, ops.shape(x)), aux

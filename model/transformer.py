@@ -75,8 +75,9 @@ class DeepSeekV3CausalLM(keras.Model):
         segment_ids [b, s]: packed documents attend only within their own segment.
         position_ids [b, s]: RoPE positions (default 0..s-1; pass resets for packing).
         return_aux: return a dict with logits, mtp_logits (one per MTP depth), hidden
-        (last hidden state before the final norm), expert_loads [moe layers, E] and
-        balance (the sum over MoE layers of the sequence-wise balance term, without alpha).
+        (last hidden state before the final norm), expert_loads [moe layers, E],
+        balance (the sum over MoE layers of the sequence-wise balance term, without alpha)
+        and dropped_assignments (0 unless expert parallelism runs with a capacity).
         """
         seq_len = ops.shape(token_ids)[1]
         if position_ids is None:
@@ -107,6 +108,7 @@ class DeepSeekV3CausalLM(keras.Model):
             "hidden": hidden,
             "expert_loads": ops.stack([a["load"] for a in aux]) if aux else None,
             "balance": sum(a["balance"] for a in aux) if aux else ops.zeros(()),
+            "dropped_assignments": sum(a["dropped"] for a in aux) if aux else ops.zeros((), "int32"),
         }
 
     # ------------------------------------------------------------------ balancing

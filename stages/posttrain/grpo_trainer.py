@@ -23,7 +23,9 @@ import tensorflow as tf
 from stages.posttrain import rollout
 from stages.posttrain.grpo_loss import grpo_loss, group_advantages, token_entropy, token_log_probs
 from stages.posttrain.rewards import combined_reward
-from stages.trainer.optimizer import make_optimizer, resumable, truncate_metrics
+from stages.trainer.adamw import make_optimizer
+from stages.trainer.metrics_log import truncate_metrics
+from stages.trainer.optimizer import resumable
 from stages.trainer.progress import Progress
 
 METRICS_FILE = "metrics.jsonl"

@@ -41,6 +41,38 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributionConfig:
+    """The device mesh of the JAX trainer (stages/trainer/jax_parallel.py); the TensorFlow
+    trainer uses `strategy` instead and accepts only the default (1 x 1) mesh here.
+
+    Mesh axes: "data" (replicas of the dense part) x "expert" (routed experts split over
+    it). Tokens are split over both: each device routes its own tokens (V3: EP64 whose
+    ranks are also data-parallel ranks for attention)."""
+    data: int = 1                       # -1: every device not used by the expert axis
+    expert: int = 1                     # expert-parallel degree; divides n_routed_experts
+    zero: int = 1                       # 0: replicated states; 1: optimizer states sharded over
+                                        # every device (ZeRO-1, V3); 3: dense weights too (FSDP)
+    capacity_factor: float = 0.0        # 0: dropless all-to-all; > 0: rows per peer capped, drops counted
+    devices_per_node: int = 8           # for node-limited routing: router groups must map onto nodes
+
+    def __post_init__(self):
+        if self.data < 1 and self.data != -1:
+            raise ValueError(f"data must be >= 1 or -1 (all remaining devices), got {self.data}")
+        if self.expert < 1:
+            raise ValueError(f"expert must be >= 1, got {self.expert}")
+        if self.zero not in (0, 1, 3):
+            raise ValueError(f"zero must be 0, 1 or 3, got {self.zero}")
+        if self.capacity_factor < 0:
+            raise ValueError(f"capacity_factor must be >= 0 (0: dropless), got {self.capacity_factor}")
+        if self.devices_per_node < 1:
+            raise ValueError(f"devices_per_node must be >= 1, got {self.devices_per_node}")
+
+    @property
+    def is_default(self) -> bool:
+        return self.data in (1, -1) and self.expert == 1
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingConfig(OptimizerConfig):
     seq_len: int = 256                  # tokens per training sequence
     global_batch_size: int = 8          # sequences per optimizer step, over all replicas
@@ -57,6 +89,7 @@ class TrainingConfig(OptimizerConfig):
     input_sharding: str = "batches"     # how workers split the data: batches (exact) | files (at scale)
     mixed_precision: bool = False       # bf16 compute, float32 master weights
     remat: bool = False                 # recompute each block's activations in backward
+    distribution: DistributionConfig = DistributionConfig()   # the JAX trainer's mesh
 
     def __post_init__(self):
         super().__post_init__()

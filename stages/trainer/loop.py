@@ -30,7 +30,9 @@ from model.transformer import DeepSeekV3CausalLM
 from stages.trainer.config import TrainingConfig
 from stages.trainer.distribution import is_chief, make_strategy
 from stages.trainer.input import training_dataset
-from stages.trainer.optimizer import make_optimizer, resumable, truncate_metrics
+from stages.trainer.adamw import make_optimizer
+from stages.trainer.metrics_log import truncate_metrics
+from stages.trainer.optimizer import resumable
 from stages.trainer.progress import Progress
 
 METRICS_FILE = "metrics.jsonl"

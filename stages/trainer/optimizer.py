@@ -1,25 +1,8 @@
-"""AdamW and checkpoints, the same for every stage that updates weights."""
+"""Training checkpoints (TensorFlow), the same for every stage that updates weights."""
 
-import json
-import os
 import shutil
 
-import keras
 import tensorflow as tf
-
-from stages.trainer.config import OptimizerConfig
-from stages.trainer.schedule import WarmupConstantCosine
-
-
-def make_optimizer(cfg: OptimizerConfig, model) -> keras.optimizers.AdamW:
-    """AdamW on the schedule of cfg, built for the model's trainable variables."""
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=WarmupConstantCosine.from_training_config(cfg), beta_1=cfg.adam_beta_1,
-        beta_2=cfg.adam_beta_2, epsilon=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
-    # no decay on norm weights (1-D), as Megatron and most LLM trainers do
-    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) == 1])
-    optimizer.build(model.trainable_variables)
-    return optimizer
 
 
 def model_variables(model) -> tf.Module:
@@ -111,15 +94,3 @@ def resumable(model, optimizer, directory: str, keep: int, init_weights: str | N
         load_weights(model, init_weights)
         print(f"initialised from {init_weights}", flush=True)
     return checkpoint, manager
-
-
-def truncate_metrics(path: str, step: int) -> None:
-    """Keep the logged metrics of steps <= `step` (the resumed step): a killed run logged
-    steps after its last checkpoint, and the resumed run logs them again."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)

@@ -14,7 +14,8 @@ from model.config import ModelConfig
 from model.transformer import DeepSeekV3CausalLM
 from stages.trainer.config import TrainingConfig
 from stages.trainer.loop import METRICS_FILE, Trainer
-from stages.trainer.optimizer import CheckpointError, load_weights, model_variables, truncate_metrics
+from stages.trainer.metrics_log import truncate_metrics
+from stages.trainer.optimizer import CheckpointError, load_weights, model_variables
 from tests.stages.trainer.conftest import MODEL
 
 TRAINING = dict(steps=4, seq_len=32, global_batch_size=4, learning_rate=1e-2, warmup_steps=1, log_every=1,
