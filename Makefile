@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv browser demo up down test test-fast test-tf test-jax bench lock clean
+.PHONY: venv browser demo up down test test-fast test-tf test-jax test-parallel bench lock clean
 
 venv: $(STAMP)
 
@@ -38,14 +38,18 @@ up: venv
 down:
 	$(BIN)/python -m dags.local_airflow down
 
-# The whole suite on the TensorFlow backend, then the model tests on the JAX backend.
-test: test-tf test-jax
+# The whole suite on the TensorFlow backend, then the model tests on the JAX backend, then
+# the expert-parallel trainer on 8 simulated CPU devices.
+test: test-tf test-jax test-parallel
 
 test-tf: venv browser
 	$(BIN)/python -m pytest tests
 
 test-jax: venv
 	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/model
+
+test-parallel: venv
+	KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=8 $(BIN)/python -m pytest tests/parallel
 
 # The inner loop: the tests not marked slow (each under ~5 s on 2 cores), TensorFlow
 # backend only (eager JAX makes the model tests several times slower; `make test` runs them).

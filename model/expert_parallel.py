@@ -12,9 +12,11 @@ Inside jax.shard_map, on each device (T local tokens, K experts each, E_l local 
     sort the T*K assignments by expert -> destination device = expert // E_l
     send buffer [ep, C, H]: the rows for device d in block d (slot = rank within d)
     all_to_all                      -> the rows other devices chose my experts for
-    grouped SwiGLU of my E_l experts (model/experts.py; padding rows go to an extra
-                                       all-zero expert and come back as zeros)
-    all_to_all back, un-permute, weight and sum over K
+    regroup them by local expert, grouped SwiGLU of my E_l experts (model/experts.py;
+    padding rows are zeros and give zeros), all_to_all back, un-permute, weight, sum over K
+
+With one expert device and no capacity the buffer is exactly the sorted assignments, so
+that case (one GPU) does the work of the local path plus the (trivial) all-to-alls.
 
 Dropless by default: each block holds C = T*K rows, the most any device can send to one
 peer, so no assignment is ever dropped whatever the routing (the buffers are ep times the
@@ -53,7 +55,7 @@ def rows_per_peer(assignments: int, ep: int, capacity_factor: float) -> int:
 
 
 def _local_ffn(x, indices, weights, w_gate, w_up, w_down, *, axes: tuple, ep: int, capacity_factor: float, impl):
-    from model.experts import routed_expert_ffn
+    from model.experts import grouped_swiglu
 
     tokens, top_k = indices.shape
     local_experts = w_gate.shape[0]
@@ -68,23 +70,34 @@ def _local_ffn(x, indices, weights, w_gate, w_up, w_down, *, axes: tuple, ep: in
     kept = rank < capacity
     # slot of each sorted assignment in the send buffer; dropped ones point past its end
     slot = jnp.where(kept, destination * capacity + rank, ep * capacity)
-    source = jnp.zeros((ep * capacity + 1,), jnp.int32).at[slot].set(order // top_k + 1)[:-1]
-    send_rows = jnp.take(x, jnp.maximum(source - 1, 0), axis=0) * (source > 0)[:, None].astype(x.dtype)
-    # padding slots name the extra zero expert (index local_experts)
-    send_experts = jnp.full((ep * capacity + 1,), local_experts, jnp.int32).at[slot].set(
-        sorted_experts % local_experts)[:-1]
+    # one peer and room for every row: the buffer is the sorted assignments themselves
+    identity = ep == 1 and capacity == assignments
+    if identity:
+        send_rows, send_experts = jnp.take(x, order // top_k, axis=0), sorted_experts
+    else:
+        source = jnp.zeros((ep * capacity + 1,), jnp.int32).at[slot].set(order // top_k + 1)[:-1]
+        send_rows = jnp.take(x, jnp.maximum(source - 1, 0), axis=0) * (source > 0)[:, None].astype(x.dtype)
+        # padding rows are zero: they join the last local expert and give zero outputs and gradients
+        send_experts = jnp.full((ep * capacity + 1,), local_experts - 1, jnp.int32).at[slot].set(
+            sorted_experts % local_experts)[:-1]
 
     def exchange(a):
         return jax.lax.all_to_all(a.reshape(ep, capacity, *a.shape[1:]), EXPERT_AXIS, 0, 0).reshape(a.shape)
 
-    received_rows, received_experts = exchange(send_rows), exchange(send_experts)
-    zero = jnp.zeros((1, *w_gate.shape[1:]), w_gate.dtype)
-    zero_down = jnp.zeros((1, *w_down.shape[1:]), w_down.dtype)
-    out = routed_expert_ffn(received_rows, received_experts[:, None], jnp.ones((ep * capacity, 1), jnp.float32),
-                            jnp.concatenate([w_gate, zero]), jnp.concatenate([w_up, zero]),
-                            jnp.concatenate([w_down, zero_down]), impl)
-    returned = jnp.concatenate([exchange(out), jnp.zeros((1, out.shape[-1]), out.dtype)])
-    per_assignment = jnp.zeros_like(returned[:assignments]).at[order].set(returned[slot])
+    rows, experts = exchange(send_rows), exchange(send_experts % local_experts)
+    if ep > 1:  # rows arrive grouped by sender: regroup them by local expert
+        regroup = jnp.argsort(experts, stable=True)
+        rows, experts = jnp.take(rows, regroup, axis=0), experts[regroup]
+    counts = jnp.zeros((local_experts,), jnp.int32).at[experts].add(1)
+    out = grouped_swiglu(rows, None, experts, counts, w_gate, w_up, w_down, impl)
+    if ep > 1:
+        out = jnp.take(out, jnp.argsort(regroup), axis=0)
+    returned = exchange(out)
+    # each (token, k) assignment's row: its sorted position's slot
+    slot_of_assignment = slot[jnp.argsort(order)]
+    if not identity:
+        returned = jnp.concatenate([returned, jnp.zeros((1, out.shape[-1]), out.dtype)])
+    per_assignment = jnp.take(returned, slot_of_assignment, axis=0)
     y = jnp.sum(per_assignment.reshape(tokens, top_k, -1) * weights[..., None].astype(out.dtype), axis=1)
     dropped = jax.lax.psum(jnp.sum(~kept, dtype=jnp.int32), axes)
     return y.astype(x.dtype), dropped

@@ -73,6 +73,8 @@ def _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down
     each sorted row [N, H]."""
     num_rows = ops.shape(sorted_experts)[0]
     num_experts = w_gate.shape[0]
+    if token_of_row is None:  # x is already one row per sorted assignment
+        token_of_row = ops.arange(num_rows, dtype="int32")
     block = _block_size(num_rows, num_experts)
     counts = ops.cast(counts, "int32")
     padded_counts = (counts + block - 1) // block * block
@@ -113,6 +115,8 @@ def _swiglu_capacity(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_do
     if not isinstance(num_rows, int):  # dynamic batch (TF graphs): no static capacity
         return _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
     capacity = _capacity(num_rows, num_experts)
+    if token_of_row is None:
+        token_of_row = ops.arange(num_rows, dtype="int32")
     counts = ops.cast(counts, "int32")
     rank = ops.arange(num_rows, dtype="int32") - ops.take(ops.cumsum(counts) - counts, sorted_experts)
 
@@ -135,11 +139,31 @@ def _swiglu_capacity(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_do
 def _swiglu_ragged_dot(x, token_of_row, counts, w_gate, w_up, w_down):
     import jax  # only reached on the JAX backend
 
-    rows = ops.take(x, token_of_row, axis=0)
+    rows = x if token_of_row is None else ops.take(x, token_of_row, axis=0)
     sizes = ops.cast(counts, "int32")
     gate = jax.lax.ragged_dot(rows, w_gate, sizes)
     up = jax.lax.ragged_dot(rows, w_up, sizes)
     return jax.lax.ragged_dot(ops.silu(gate) * up, w_down, sizes)
+
+
+def grouped_swiglu(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down, impl: str | None = None):
+    """SwiGLU of each assignment row with its expert's weights, rows sorted by expert ->
+    [N, H] in sorted order. Row i is x[token_of_row[i]], or x[i] when token_of_row is None
+    (rows already gathered, as the expert-parallel dispatch delivers them)."""
+    impl = impl or default_impl()
+    if impl == "blocks":
+        return _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
+    if impl == "capacity":
+        return _swiglu_capacity(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
+    if impl == "ragged_dot":
+        return _swiglu_ragged_dot(x, token_of_row, counts, w_gate, w_up, w_down)
+    if impl == "grouped_gemm":
+        from model.experts_grouped_gemm import grouped_gemm_supported, swiglu_grouped_gemm
+
+        if grouped_gemm_supported(x.dtype):
+            return swiglu_grouped_gemm(x, token_of_row, counts, w_gate, w_up, w_down)
+        return _swiglu_capacity(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
+    raise ValueError(f"unknown expert_matmul_impl {impl!r}; use one of {IMPLS}")
 
 
 def routed_expert_ffn(x, expert_indices, expert_weights, w_gate, w_up, w_down, impl: str | None = None):
@@ -147,26 +171,11 @@ def routed_expert_ffn(x, expert_indices, expert_weights, w_gate, w_up, w_down, i
 
     x [T, H]; expert_indices, expert_weights [T, K]; w_gate, w_up [E, H, I]; w_down [E, I, H].
     """
-    impl = impl or default_impl()
     num_experts = w_gate.shape[0]
     top_k = expert_indices.shape[-1]
     order, sorted_experts, counts, inverse = _dispatch(expert_indices, num_experts)
     token_of_row = ops.cast(order // top_k, "int32")
-    if impl == "blocks":
-        out_sorted = _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
-    elif impl == "capacity":
-        out_sorted = _swiglu_capacity(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
-    elif impl == "ragged_dot":
-        out_sorted = _swiglu_ragged_dot(x, token_of_row, counts, w_gate, w_up, w_down)
-    elif impl == "grouped_gemm":
-        from model.experts_grouped_gemm import grouped_gemm_supported, swiglu_grouped_gemm
-
-        if grouped_gemm_supported(x.dtype):
-            out_sorted = swiglu_grouped_gemm(x, token_of_row, counts, w_gate, w_up, w_down)
-        else:
-            out_sorted = _swiglu_capacity(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
-    else:
-        raise ValueError(f"unknown expert_matmul_impl {impl!r}; use one of {IMPLS}")
+    out_sorted = grouped_swiglu(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down, impl)
     out = ops.reshape(ops.take(out_sorted, inverse, axis=0), (-1, top_k, ops.shape(x)[-1]))
     return ops.sum(out * ops.cast(expert_weights, out.dtype)[..., None], axis=1)
 

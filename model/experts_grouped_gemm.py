@@ -60,7 +60,7 @@ grouped_matmul.defvjp(_forward, _backward)
 def swiglu_grouped_gemm(x, token_of_row, counts, w_gate, w_up, w_down):
     """SwiGLU of each sorted row with its expert's weights -> [N, H] in sorted order."""
     sizes = counts.astype(jnp.int32)
-    rows = jnp.take(x, token_of_row, axis=0)
+    rows = x if token_of_row is None else jnp.take(x, token_of_row, axis=0)
     # gate and up in one GEMM of twice the width (fewer, fuller tiles)
     gate_up = grouped_matmul(rows, jnp.concatenate([w_gate, w_up], axis=-1), sizes)
     gate, up = jnp.split(gate_up, 2, axis=-1)

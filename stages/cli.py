@@ -8,9 +8,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
-from stages import convert_commands, model_commands, runtime_commands
+from stages import convert_commands, model_commands, plan_commands, runtime_commands
 
-COMMAND_GROUPS = [model_commands, convert_commands, runtime_commands]
+COMMAND_GROUPS = [model_commands, convert_commands, runtime_commands, plan_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

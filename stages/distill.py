@@ -125,7 +125,7 @@ def train_student(cfg: DistillConfig, rows, work_dir: str, teacher=None, log_met
 
     if teacher is not None:
         teacher = Teacher(teacher, cfg.divergence, cfg.kd_temperature, 1.0 if cfg.method == "logit" else cfg.kd_weight)
-    trainer = Trainer(cfg.student_config(), cfg, work_dir, log_metrics=log_metrics, teacher=teacher)
+    trainer = Trainer(cfg.student_config(), cfg, work_dir, log_metrics=log_metrics, teacher=teacher, section="distill")
     features = rows.features()
     summary = trainer.fit_on(lambda batch, context, skip: array_dataset(features, batch, cfg.seed, context, skip),
                              discard_unreadable=discard_unreadable)

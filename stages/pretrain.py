@@ -4,6 +4,9 @@ Outputs (beside manifest.json):
     model/config.json, model/model.weights.h5   the trained model (HF config + Keras weights)
     checkpoint/                                  the final training checkpoint (downstream init)
     metrics.jsonl                                the logged training metrics
+The trainer follows the Keras backend: TensorFlow's (data parallelism by `strategy`), or
+with KERAS_BACKEND=jax the JAX trainer on the device mesh of `pretrain.distribution`
+(expert parallelism, ZeRO); the outputs are the same either way.
 Checkpoints live in a work directory keyed by the stage's cache key, outside the
 temporary output, so a killed run resumes where it stopped when the stage is rerun.
 """
@@ -28,9 +31,13 @@ def tokenizer_special_ids(tokenizer_artifact) -> dict[str, int]:
 
 
 def train_stage(ctx, model_config, init_checkpoint: str | None = None) -> dict:
-    """Shared by pretrain and the context-extension stages."""
+    """Shared by pretrain and the context-extension stages. The trainer follows the Keras
+    backend: TensorFlow (stages/trainer/loop.py, `strategy`), or with KERAS_BACKEND=jax
+    the JAX trainer on the device mesh of the section's `distribution`
+    (stages/trainer/jax_trainer.py); both publish the same files."""
+    import keras
+
     from stages import tracking
-    from stages.trainer.loop import Trainer
 
     special = tokenizer_special_ids(ctx.inputs["tokenizer"])
     if special["vocab_size"] > model_config.vocab_size:
@@ -40,11 +47,23 @@ def train_stage(ctx, model_config, init_checkpoint: str | None = None) -> dict:
         raise ValueError(f"the tokenizer's EOS id {special['eos']} is not the model's eos_token_id "
                          f"({model_config.eos_token_id})")
     ml = tracking.mlflow()
-    trainer = Trainer(model_config, ctx.config, ctx.work_dir,
-                      log_metrics=lambda metrics, step: ml.log_metrics(metrics, step=step))
-    summary = trainer.fit(ctx.inputs["tokenize"].directory, special["eos"], init_weights=init_checkpoint,
-                          discard_unreadable=ctx.force)
-    model_uri = publish_model(ctx, trainer.model, os.path.join(ctx.work_dir, "metrics.jsonl"))
+    log_metrics = lambda metrics, step: ml.log_metrics(metrics, step=step)   # noqa: E731
+    shards = ctx.inputs["tokenize"].directory
+    if keras.backend.backend() == "jax":
+        from stages.trainer.jax_trainer import JaxTrainer
+
+        work_dir = os.path.join(ctx.work_dir, "jax")   # apart from a TensorFlow run's checkpoints
+        trainer = JaxTrainer(model_config, ctx.config, work_dir, log_metrics=log_metrics)
+        summary = trainer.fit(shards, special["eos"], init_weights=init_checkpoint)
+        model, chief = trainer.trained_model(), trainer.chief
+    else:
+        from stages.trainer.loop import Trainer
+
+        work_dir = ctx.work_dir
+        trainer = Trainer(model_config, ctx.config, work_dir, log_metrics=log_metrics, section=ctx.stage)
+        summary = trainer.fit(shards, special["eos"], init_weights=init_checkpoint, discard_unreadable=ctx.force)
+        model, chief = trainer.model, True
+    model_uri = publish_model(ctx, model, os.path.join(work_dir, "metrics.jsonl")) if chief else None
     return {"model": "model", "checkpoint": "checkpoint/final", "steps": ctx.config.steps, "mlflow_model": model_uri,
             "final": {k: v for k, v in summary.items() if "/moe_" not in k}}
 
@@ -64,17 +83,26 @@ def publish_model(ctx, model, metrics_file: str, lineage: dict[str, str] | None 
 
 def export_model(model, output_dir: str) -> None:
     """model/ (HF config.json + Keras weights, what later stages and MLflow load) and
-    checkpoint/final (every variable, what a downstream training stage starts from)."""
-    import tensorflow as tf
+    checkpoint/final (every variable, what a downstream training stage starts from), on
+    either Keras backend, with the same checkpoint keys."""
+    import keras
 
-    from stages.trainer.optimizer import model_variables
+    from stages.trainer import model_checkpoint
 
     model_dir = os.path.join(output_dir, "model")
     os.makedirs(model_dir)
     with open(os.path.join(model_dir, "config.json"), "w") as f:
         json.dump(model.cfg.to_hf(), f, indent=2)
     model.save_weights(os.path.join(model_dir, "model.weights.h5"))
-    tf.train.Checkpoint(model=model_variables(model)).write(os.path.join(output_dir, "checkpoint", "final"))
+    prefix = os.path.join(output_dir, "checkpoint", "final")
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        from stages.trainer.optimizer import model_variables
+        tf.train.Checkpoint(model=model_variables(model)).write(prefix)
+    else:
+        model_checkpoint.write_values(prefix, {model_checkpoint.variable_path(v): keras.ops.convert_to_numpy(v.value)
+                                               for v in model.variables})
 
 
 def run(ctx):

@@ -66,6 +66,11 @@ def cache_key(spec: StageSpec, config: Config, input_digests: dict[str, str]) ->
     code, modules = fingerprint.code_digest(*code_modules(spec))
     material = {"stage": spec.name, "sections": {name: dataclasses.asdict(config[name]) for name in spec.sections},
                 "inputs": dict(sorted(input_digests.items())), "code": code}
+    if "model.transformer" in fingerprint.module_closure(spec.run.split(":")[0]):
+        # a model stage's numbers (and trainer: tf.distribute or the JAX mesh) follow the backend
+        import keras
+
+        material["keras_backend"] = keras.backend.backend()
     key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:20]
     return key, {**material, "modules": modules}
 

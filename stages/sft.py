@@ -92,7 +92,7 @@ def run(ctx):
     before = held_out_report(parent.load(), template, held_out_rows, problems, cfg)
     ml = tracking.mlflow()
     trainer = Trainer(parent.config(), cfg, ctx.work_dir,
-                      log_metrics=lambda metrics, step: ml.log_metrics(metrics, step=step))
+                      log_metrics=lambda metrics, step: ml.log_metrics(metrics, step=step), section=ctx.stage)
     features = train_rows.features()
     summary = trainer.fit_on(lambda batch, context, skip: array_dataset(features, batch, cfg.seed, context, skip),
                              init_weights=parent.checkpoint, discard_unreadable=ctx.force)

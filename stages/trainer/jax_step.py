@@ -64,6 +64,11 @@ class ParallelStep:
     def __call__(self, state, batch: dict):
         return self._execute(state, self.place_batch(batch))
 
+    def lower(self, state, batch: dict):
+        """The step lowered for these shapes (.compile().memory_analysis(): XLA's memory plan)."""
+        with self._scope():
+            return self._step.lower(state, self.place_batch(batch))
+
     def _execute(self, state, batch):
         with self._scope():
             return self._step(state, batch)

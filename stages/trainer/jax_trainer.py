@@ -4,6 +4,7 @@ resumable checkpoints (sharded_checkpoint.py) and several processes (multihost.p
 
     trainer = JaxTrainer(model_config, training_config, output_dir)
     trainer.fit(shard_dir, eos_id)     # resumes from output_dir/checkpoints if there are any
+    model = trainer.trained_model()    # a plain Keras model holding the trained weights (export)
 
 A run killed at any point and started again continues from its newest checkpoint on the
 same batches (packed_rows.py derives them from the seed and the step), so it follows the
@@ -20,7 +21,7 @@ import numpy as np
 
 from model.balancing import max_violation
 from model.transformer import DeepSeekV3CausalLM
-from stages.trainer import jax_parallel, multihost, sharded_checkpoint
+from stages.trainer import jax_parallel, model_checkpoint, multihost, sharded_checkpoint
 from stages.trainer.adamw import make_optimizer
 from stages.trainer.jax_step import ParallelStep
 from stages.trainer.metrics_log import truncate_metrics
@@ -57,11 +58,15 @@ class JaxTrainer:
         # the optimizer's own variables are donated to the step: read the rate from here
         self.schedule = WarmupConstantCosine.from_training_config(cfg)
 
-    def fit(self, shard_dir: str, eos_id: int) -> dict:
+    def fit(self, shard_dir: str, eos_id: int, init_weights: str | None = None) -> dict:
+        """Train to cfg.steps, resuming from the newest checkpoint in output_dir if any.
+        init_weights: the prefix of a model checkpoint (an upstream stage's
+        checkpoint/final, model_checkpoint.py) to start a fresh run from; the optimizer
+        starts fresh. Returns the last logged metrics."""
         cfg = self.cfg
         rows = PackedRows(shard_dir, cfg.seq_len, eos_id, cfg.seed, cfg.mask_documents)
         directory = os.path.join(self.output_dir, CHECKPOINTS)
-        state, step = self._resume(directory)
+        state, step = self.start(init_weights)
         if self.chief:
             truncate_metrics(os.path.join(self.output_dir, METRICS_FILE), step)
         micro_size = cfg.global_batch_size // cfg.micro_batches
@@ -79,10 +84,14 @@ class JaxTrainer:
         self.state = state
         return last
 
-    def _resume(self, directory: str):
-        """(state, step): the newest checkpoint's, laid out on this mesh, or the initial one."""
+    def start(self, init_weights: str | None = None):
+        """(state, step) that fit starts from: the newest checkpoint's, laid out on this
+        mesh, else the initial state, with the model's values from init_weights if given."""
+        directory = os.path.join(self.output_dir, CHECKPOINTS)
         initial = self.step_fn.initial_state()
         step = sharded_checkpoint.latest_step(directory) if os.path.isdir(directory) else None
+        if step is None and init_weights:
+            return self._initialised_from(init_weights, initial), 0
         if step is None:
             return self.step_fn.place(initial), 0
         target = jax.tree.map(lambda value, sharding: jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding),
@@ -90,6 +99,38 @@ class JaxTrainer:
         if self.chief:
             print(f"resuming from step {step} ({sharded_checkpoint.step_directory(directory, step)})", flush=True)
         return sharded_checkpoint.restore(directory, step, target), step
+
+    def _initialised_from(self, prefix: str, initial):
+        """The initial state with every model value read from the checkpoint at `prefix`,
+        each built on its sharding from the slices this process's devices hold."""
+        model, shardings = self.model, self.step_fn.shardings
+        variables = model.trainable_variables + model.non_trainable_variables
+        values = model_checkpoint.read_values(prefix, {model_checkpoint.variable_path(v): tuple(v.shape)
+                                                       for v in variables})
+        placed = []
+        for variable, sharding in zip(variables, shardings[0] + shardings[1]):
+            value = np.asarray(values[model_checkpoint.variable_path(variable)], dtype=variable.dtype)
+            placed.append(jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index]))
+        trained = len(model.trainable_variables)
+        if self.chief:
+            print(f"initialised from {prefix}", flush=True)
+        return placed[:trained], placed[trained:], jax.device_put(initial[2], shardings[2])
+
+    def trained_model(self) -> keras.Model:
+        """A model on this host's CPU, outside the mesh, holding the values of
+        `self.state` (after fit): what the training stages export (model.save_weights,
+        checkpoint/final). Every process must call it: the sharded values are gathered
+        onto every process first."""
+        model = self.model
+        variables = model.trainable_variables + model.non_trainable_variables
+        values = {model_checkpoint.variable_path(v): _gathered(value)
+                  for v, value in zip(variables, self.state[0] + self.state[1])}
+        with jax.default_device(_host_device()):
+            dtype = "mixed_bfloat16" if self.cfg.mixed_precision else "float32"
+            exported = DeepSeekV3CausalLM(self.model_config, dtype=dtype)
+            for variable in exported.variables:
+                variable.assign(values[model_checkpoint.variable_path(variable)])
+        return exported
 
     def _log(self, step: int, result: dict, tokens_per_second: float) -> dict:
         loads = np.asarray(result["expert_loads"])
@@ -110,3 +151,18 @@ class JaxTrainer:
                 self.log_metrics(metrics, step)
         return metrics
 
+
+def _gathered(array) -> np.ndarray:
+    """The whole value of a sharded array, on every process."""
+    if array.is_fully_addressable:
+        return np.asarray(array)
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def _host_device():
+    """This process's first CPU device (the accelerators keep the training state)."""
+    try:
+        return jax.local_devices(backend="cpu")[0]
+    except RuntimeError:   # no CPU backend (JAX_PLATFORMS names only accelerators)
+        return jax.local_devices()[0]

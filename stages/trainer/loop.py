@@ -60,7 +60,15 @@ class Teacher:
 
 class Trainer:
     def __init__(self, model_config: ModelConfig, cfg: TrainingConfig, output_dir: str,
-                 strategy: tf.distribute.Strategy | None = None, log_metrics=None, teacher: Teacher | None = None):
+                 strategy: tf.distribute.Strategy | None = None, log_metrics=None, teacher: Teacher | None = None,
+                 section: str = "pretrain"):
+        """section: the config section cfg comes from, named in errors about it."""
+        if not cfg.distribution.is_default:
+            mesh = cfg.distribution
+            raise ValueError(f"{section}.distribution is a data {mesh.data} x expert {mesh.expert} device mesh, "
+                             "which only the JAX trainer runs: run with KERAS_BACKEND=jax, or leave "
+                             f"{section}.distribution at data 1 (or -1) x expert 1 for the TensorFlow trainer, "
+                             f"whose parallelism is {section}.strategy")
         self.model_config, self.cfg, self.output_dir, self.teacher = model_config, cfg, output_dir, teacher
         self.strategy = strategy or make_strategy(cfg.strategy)
         self.replicas = self.strategy.num_replicas_in_sync

@@ -4,6 +4,8 @@ import shutil
 
 import tensorflow as tf
 
+from stages.trainer.model_checkpoint import CheckpointError, checkpoint_key, variable_path
+
 
 def model_variables(model) -> tf.Module:
     """Every model variable by its path inside the model, for tf.train.Checkpoint.
@@ -12,14 +14,10 @@ def model_variables(model) -> tf.Module:
     Python lists (decoder_layers, mtp_layers): Keras tracks them, TensorFlow's object
     graph does not."""
     holder = tf.Module()
-    holder.variables_by_path = {v.path.split("/", 1)[1]: v for v in model.variables}
+    holder.variables_by_path = {variable_path(v): v for v in model.variables}
     if len(holder.variables_by_path) != len(model.variables):
         raise ValueError("model variable paths are not unique")
     return holder
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or that lacks variables of the model."""
 
 
 def checkpoint_values(prefix: str) -> dict[str, list[int]]:
@@ -40,13 +38,7 @@ def missing_model_variables(prefix: str, holder: tf.Module) -> list[str]:
     """The model variable paths with no value of the same shape in the checkpoint."""
     shapes = checkpoint_values(prefix)
     return [path for path, variable in holder.variables_by_path.items()
-            if shapes.get(_checkpoint_key(path)) != list(variable.shape)]
-
-
-def _checkpoint_key(path: str) -> str:
-    # tf.train escapes "." and "/" in the dictionary keys of the object graph
-    escaped = path.replace(".", "..").replace("/", ".S")
-    return f"model/variables_by_path/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"
+            if shapes.get(checkpoint_key(path)) != list(variable.shape)]
 
 
 def load_weights(model, checkpoint_prefix: str) -> None:

@@ -40,9 +40,11 @@ def _run(mesh, x, indices, weights, w, capacity_factor=0.0, impl=None):
 
 @pytest.mark.parametrize("skew", [False, True], ids=["random-routing", "all-to-one-device"])
 @pytest.mark.parametrize("impl", ["blocks", "capacity"])
-def test_dropless_dispatch_equals_local_experts(devices, skew, impl):
+@pytest.mark.parametrize("data, expert", [(2, 4), (8, 1)], ids=["2x4", "8x1"])
+def test_dropless_dispatch_equals_local_experts(devices, skew, impl, data, expert):
+    """8x1: one expert device, where the send buffer is the sorted assignments themselves."""
     x, indices, weights, w = _problem(0, skew)
-    mesh = jax_parallel.make_mesh(DistributionConfig(data=2, expert=4))
+    mesh = jax_parallel.make_mesh(DistributionConfig(data=data, expert=expert))
     expected = routed_expert_ffn(jnp.asarray(x), indices, weights, *w, impl="blocks")
     y, dropped = _run(mesh, x, indices, weights, w, impl=impl)
     assert int(dropped) == 0

@@ -60,12 +60,20 @@ def test_killed_run_resumes_on_the_same_losses(shard_dir, tmp_path, uninterrupte
         logged = [json.loads(line)["step"] for line in f if line.strip()]
     assert max(logged) < TRAINING["steps"], "the run finished before it was killed"
     [resumed] = launch(TARGET, args, processes=1, devices_per_process=8, timeout=600, env=JAX)
-    assert resumed["losses"] == uninterrupted
+    _assert_same_losses(resumed["losses"], uninterrupted)
 
 
 def test_two_processes_train_like_one(shard_dir, tmp_path, uninterrupted):
     args = dict(model=MODEL, training=TRAINING, shard_dir=shard_dir, output_dir=str(tmp_path / "two"))
     first, _ = launch(TARGET, args, processes=2, devices_per_process=4, timeout=600, env=JAX)
-    assert first["losses"].keys() == uninterrupted.keys()
-    for step, loss in uninterrupted.items():
-        assert first["losses"][step] == pytest.approx(loss, rel=1e-5), step
+    _assert_same_losses(first["losses"], uninterrupted)
+
+
+def _assert_same_losses(got: dict, expected: dict):
+    """Equal up to the order of float32 sums: XLA:CPU's simulated devices (and gloo between
+    processes) add partial sums in arrival order, so two runs of the same program differ
+    in the last bit (seen: 5.892327785 vs 5.892327309, 8e-8 relative); 1e-5 leaves a
+    100-fold margin, while a resume on the wrong batch or state is off by far more."""
+    assert got.keys() == expected.keys()
+    for step, loss in expected.items():
+        assert got[step] == pytest.approx(loss, rel=1e-5), step

@@ -51,8 +51,15 @@ def _assert_same_step(run, single):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=2e-8)
     for got, expected in zip(run["state"][1], single["state"][1]):        # router biases after the update
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
-    for got, expected in zip(run["state"][0], single["state"][0]):        # weights after AdamW
-        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=0, atol=2e-5)
+    # weights after AdamW, from the ZeRO-sharded moments. Adam's first step is about
+    # lr * g / (|g| + eps): where |g| is near eps, last-bit gradient differences move it
+    # anywhere within the step's bound (lr x 1.01 with weight decay), so only there is the
+    # bound asserted.
+    lr = helpers.training_config().learning_rate
+    for got, expected, grad in zip(run["state"][0], single["state"][0], single["grads"]):
+        got, expected, clear = np.asarray(got), np.asarray(expected), np.abs(np.asarray(grad)) > 1e-6
+        np.testing.assert_allclose(got[clear], expected[clear], rtol=0, atol=1e-6)
+        assert np.all(np.abs(got - expected) <= 2.02 * lr)
 
 
 def test_zero1_step_equals_single_device(zero1, single):
@@ -148,3 +155,25 @@ def test_node_limited_routing_maps_groups_onto_nodes(devices):
     with pytest.raises(ValueError, match=r"n_group \(4\) is not a multiple of the 8 nodes"):
         jax_parallel.check_routing_fits_mesh(ModelConfig.from_preset("tiny").replace(n_routed_experts=64),
                                              DistributionConfig(expert=64, devices_per_node=8))
+
+
+def test_planner_model_states_match_xla(zero1):
+    """The planner (stages/planning/memory.py) with this trainer's precision (float32
+    weights, float32 AdamW moments, no separate master copy) predicts each device's
+    weights + optimizer states; XLA's memory plan of the compiled step holds exactly that
+    as arguments, besides the batch (4 int32 arrays) and a few scalars. (Under ZeRO-3 the
+    planner also counts one layer gathered whole, which XLA holds as a temporary.)"""
+    from stages.planning.layout import ParallelLayout
+    from stages.planning.memory import memory_plan
+    from stages.planning.precision import TrainingPrecision
+
+    run = zero1
+    analysis = run["step"].lower(run["state"], helpers.batch(micro_batches=2)).compile().memory_analysis()
+    ours = TrainingPrecision("seekforge-jax-float32", weight_bytes=4, grad_bytes=4, master_bytes=0, moment_bytes=4)
+    layout = ParallelLayout(num_gpus=8, expert_parallel_size=4, zero_stage=1, micro_batch_size=1,
+                            seq_len=helpers.SEQ_LEN, global_batch_size=helpers.SEQUENCES, num_micro_batches=2,
+                            schedule="1f1b")
+    planned = memory_plan(helpers.MODEL, layout, ours, device="h200", reserved_bytes=0).devices[0]
+    batch_bytes = 4 * 2 * (helpers.SEQUENCES // 8) * helpers.SEQ_LEN * 4
+    held = analysis.argument_size_in_bytes - batch_bytes
+    assert held == pytest.approx(planned.weights + planned.optimizer_states, abs=64), (held, planned)

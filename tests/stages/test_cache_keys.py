@@ -33,10 +33,25 @@ def test_a_model_section_change_changes_the_pretrain_key(tmp_path):
     base = pretrain_key(tmp_path)
     assert pretrain_key(tmp_path, "model.overrides.num_hidden_layers=1") != base
     assert pretrain_key(tmp_path, "pretrain.steps=11") != base
+    assert pretrain_key(tmp_path, "pretrain.distribution.expert=4") != base   # the JAX trainer's mesh
     assert pretrain_key(tmp_path, inputs={**INPUTS, "tokenize": "other"}) != base
     # a section pretrain does not read, and how Beam runs, leave it alone
     assert pretrain_key(tmp_path, "dedup.threshold=0.7") == base
     assert pretrain_key(tmp_path, "pipeline.beam_args=[--runner, DirectRunner]") == base
+
+
+def test_the_keras_backend_is_in_model_stages_keys_only(tmp_path, monkeypatch):
+    """The same pretrain config trains on tf.distribute or on the JAX mesh depending on
+    the backend: their outputs must not stand in for each other. A data stage's does not
+    depend on it."""
+    import keras
+
+    dedup = pipeline.get("dedup")
+    cfg = preset(tmp_path)
+    base, dedup_base = pretrain_key(tmp_path), runtime.cache_key(dedup, cfg, {"documents": "d"})[0]
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert pretrain_key(tmp_path) != base
+    assert runtime.cache_key(dedup, cfg, {"documents": "d"})[0] == dedup_base
 
 
 def test_a_stage_reading_an_undeclared_section_is_stopped(tmp_path):
