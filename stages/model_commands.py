@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     info.set_defaults(handler=info_command)
 
 
-def _load(name: str) -> ModelConfig:
+def load_config(name: str) -> ModelConfig:
+    """A preset by name, or a Hugging Face config.json by path."""
     if name in PRESETS:
         return ModelConfig.from_preset(name)
     if not os.path.exists(name):
@@ -41,7 +42,7 @@ def _block_summary(shapes: dict) -> list[str]:
 
 
 def info_command(args) -> int:
-    cfg = _load(args.preset)
+    cfg = load_config(args.preset)
     counts = count_parameters(cfg)
     cache = kv_cache_values_per_token(cfg)
     if args.json:

@@ -4,7 +4,8 @@ all-to-all volume, pipeline bubbles (simulated) and an estimated step time."""
 import json
 import os
 
-from model.config import PRESETS, ModelConfig
+from model.config import PRESETS
+from stages.model_commands import load_config
 
 BUILTIN_COSTS = {"h200-small": os.path.join(os.path.dirname(__file__), "planning", "h200_small_costs.json")}
 
@@ -45,14 +46,6 @@ def register(subparsers) -> None:
     plan.set_defaults(handler=plan_command)
 
 
-def _load(name: str) -> ModelConfig:
-    if name in PRESETS:
-        return ModelConfig.from_preset(name)
-    if not os.path.exists(name):
-        raise ValueError(f"{name!r} is neither a preset ({', '.join(PRESETS)}) nor a config.json path")
-    return ModelConfig.from_hf(name)
-
-
 def _dp(value: str) -> int | None:
     if value == "auto":
         return None
@@ -68,7 +61,7 @@ def build_plan(args):
     from stages.planning.plan import DEFAULT_MFU, make_plan
     from stages.planning.precision import get_recipe
 
-    cfg = _load(args.preset)
+    cfg = load_config(args.preset)
     layout = ParallelLayout(
         num_gpus=args.gpus, expert_parallel_size=args.ep, pipeline_parallel_size=args.pp,
         data_parallel_size=_dp(args.dp), zero_stage=args.zero, micro_batch_size=args.micro_batch_size,

@@ -11,7 +11,6 @@ same batches (packed_rows.py derives them from the seed and the step), so it fol
 loss curve of an uninterrupted run. Process 0 writes metrics.jsonl and prints progress.
 """
 
-import json
 import os
 import time
 
@@ -24,12 +23,12 @@ from model.transformer import DeepSeekV3CausalLM
 from stages.trainer import jax_parallel, model_checkpoint, multihost, sharded_checkpoint
 from stages.trainer.adamw import make_optimizer
 from stages.trainer.jax_step import ParallelStep
-from stages.trainer.metrics_log import truncate_metrics
+from stages.trainer import metrics_log
+from stages.trainer.metrics_log import METRICS_FILE, truncate_metrics
 from stages.trainer.packed_rows import PackedRows
 from stages.trainer.progress import Progress
 from stages.trainer.schedule import WarmupConstantCosine
 
-METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 
 
@@ -143,12 +142,7 @@ class JaxTrainer:
             metrics[f"max_violation/moe_{index}"] = float(vio)
         metrics["max_violation/mean"] = float(violations.mean())
         if self.chief:
-            print(f"{self.progress.prefix(step)}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                                                if "/moe_" not in k), flush=True)
-            with open(os.path.join(self.output_dir, METRICS_FILE), "a") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
-            if self.log_metrics:
-                self.log_metrics(metrics, step)
+            metrics_log.record(self.output_dir, step, metrics, self.progress, self.log_metrics)
         return metrics
 
 

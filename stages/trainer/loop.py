@@ -15,7 +15,6 @@ the loop clips the already-reduced gradient and hands the optimizer gradient / r
 
 import contextlib
 import dataclasses
-import json
 import os
 import time
 
@@ -31,11 +30,11 @@ from stages.trainer.config import TrainingConfig
 from stages.trainer.distribution import is_chief, make_strategy
 from stages.trainer.input import training_dataset
 from stages.trainer.adamw import make_optimizer
-from stages.trainer.metrics_log import truncate_metrics
+from stages.trainer import metrics_log
+from stages.trainer.metrics_log import METRICS_FILE, truncate_metrics
 from stages.trainer.optimizer import resumable
 from stages.trainer.progress import Progress
 
-METRICS_FILE = "metrics.jsonl"
 
 
 def _remat_scope(model_config: ModelConfig, enabled: bool):
@@ -227,10 +226,5 @@ class Trainer:
             metrics[f"max_violation/moe_{index}"] = float(vio)
         metrics["max_violation/mean"] = float(max_violation(loads).numpy().mean())
         if self.chief:
-            print(f"{self.progress.prefix(step)}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                                if "/moe_" not in k), flush=True)
-            with open(os.path.join(self.output_dir, METRICS_FILE), "a") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
-            if self.log_metrics:
-                self.log_metrics(metrics, step)
+            metrics_log.record(self.output_dir, step, metrics, self.progress, self.log_metrics)
         return metrics
