@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
-	# PyTorch (test-only, the parity reference): a CPU build by pip, see pyproject's `parity` extra
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	# PyTorch (test-only, the parity reference): a CPU build by pip, see pyproject's `parity` extra;
+	# accelerate: transformers refuses to load an FP8 (quant_method fp8) checkpoint without it
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" "accelerate==1.16.0"
 	touch $(STAMP)
 
 # Debian's chromium and chromedriver for the browser end-to-end test, when absent (needs root

@@ -94,14 +94,39 @@ def shard_files(directory: str, index: dict) -> list[str]:
     return [os.path.join(directory, s["path"]) for s in index["shards"] if s["rows"]]
 
 
+def _beam_filesystems(paths):
+    """Beam's FileSystems (any URI: gs://, s3://, ...), or None for local paths where Beam
+    is not installed (the JAX trainer's GPU image reads shards without it)."""
+    try:
+        from apache_beam.io.filesystems import FileSystems
+    except ImportError:
+        if any("://" in path for path in paths):
+            raise
+        return None
+    return FileSystems
+
+
+def _file_sizes(paths: list[str]) -> list[int | None]:
+    """Size in bytes of each path, None where it does not exist."""
+    filesystems = _beam_filesystems(paths)
+    if filesystems is None:
+        return [os.path.getsize(p) if os.path.isfile(p) else None for p in paths]
+    matches = filesystems.match(paths) if paths else []
+    return [m.metadata_list[0].size_in_bytes if m.metadata_list else None for m in matches]
+
+
 def read_index(directory: str) -> dict:
     """DIR/index.json, checked: a missing or malformed index is an error naming it."""
-    from apache_beam.io.filesystems import FileSystems
     path = os.path.join(directory, INDEX)
-    if not FileSystems.exists(path):
+    filesystems = _beam_filesystems([path])
+    if not (filesystems.exists(path) if filesystems else os.path.isfile(path)):
         raise FileNotFoundError(f"{path}: no shard index (is {directory} the output of the tokenize job?)")
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        raw = f.read()
+    if filesystems is None:
+        with open(path, "rb") as f:
+            raw = f.read()
+    else:
+        with filesystems.open(path, compression_type="uncompressed") as f:
+            raw = f.read()
     try:
         index = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -131,15 +156,13 @@ def verify_shards(directory: str, read_all: bool = False) -> dict:
     implies (and the recorded byte size, where the index records one); with read_all,
     also read every record (framing and CRCs) and count them. Returns the index; raises
     ValueError naming the bad file (FileNotFoundError for a missing one)."""
-    from apache_beam.io.filesystems import FileSystems
     index = read_index(directory)
     record = framed_size(index["seq_len"])
     paths = [os.path.join(directory, entry["path"]) for entry in index["shards"]]
-    matches = FileSystems.match(paths) if paths else []
-    for entry, path, match in zip(index["shards"], paths, matches):
-        if not match.metadata_list:
+    for entry, path, size in zip(index["shards"], paths, _file_sizes(paths)):
+        if size is None:
             raise FileNotFoundError(f"{path}: shard listed in {os.path.join(directory, INDEX)} does not exist")
-        size, rows = match.metadata_list[0].size_in_bytes, entry["rows"]
+        rows = entry["rows"]
         expected = rows * record
         if entry.get("bytes", expected) != expected:
             raise ValueError(f"{os.path.join(directory, INDEX)}: {entry['path']} is recorded with {rows} records "

@@ -50,7 +50,7 @@ def main() -> None:
 
     model_config = ModelConfig.from_preset(args.preset)
     # mask_documents off: plain causal attention (cuDNN's fused kernel), as the baseline runs
-    cfg = TrainingConfig(seq_len=args.seq, global_batch_size=args.batch, warmup_steps=10, mixed_precision=True,
+    cfg = TrainingConfig(seq_len=args.seq, global_batch_size=args.batch, warmup_steps=10, precision="bf16",
                          mask_documents=False, distribution=DistributionConfig(data=1, expert=1, zero=1))
     rng = np.random.default_rng(0)
     tokens = rng.integers(2, model_config.vocab_size, (1, args.batch, args.seq)).astype(np.int32)

@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 from model.config import ModelConfig
+from model.linear import Linear
 from model.masks import causal_mask, mask_bias
 from model.rmsnorm import RMSNorm
 from model.rope import apply_rope, yarn_mscale
@@ -71,20 +72,20 @@ class MultiHeadLatentAttention(keras.layers.Layer):
         self.cfg = cfg
         self.scale = softmax_scale(cfg)
         init = keras.initializers.RandomNormal(stddev=cfg.initializer_range)
-        dense = dict(use_bias=False, kernel_initializer=init, dtype=self.dtype_policy)
+        dense = dict(kernel_initializer=init, dtype=self.dtype_policy)
         heads = cfg.num_attention_heads
         if cfg.q_lora_rank is None:
-            self.q_proj = keras.layers.Dense(heads * cfg.qk_head_dim, name="q_proj", **dense)
+            self.q_proj = Linear(heads * cfg.qk_head_dim, name="q_proj", **dense)
         else:
-            self.q_a_proj = keras.layers.Dense(cfg.q_lora_rank, name="q_a_proj", **dense)
+            self.q_a_proj = Linear(cfg.q_lora_rank, name="q_a_proj", **dense)
             self.q_a_layernorm = RMSNorm(cfg.rms_norm_eps, name="q_a_layernorm", dtype=self.dtype_policy)
-            self.q_b_proj = keras.layers.Dense(heads * cfg.qk_head_dim, name="q_b_proj", **dense)
-        self.kv_a_proj_with_mqa = keras.layers.Dense(cfg.kv_lora_rank + cfg.qk_rope_head_dim,
+            self.q_b_proj = Linear(heads * cfg.qk_head_dim, name="q_b_proj", **dense)
+        self.kv_a_proj_with_mqa = Linear(cfg.kv_lora_rank + cfg.qk_rope_head_dim,
                                                      name="kv_a_proj_with_mqa", **dense)
         self.kv_a_layernorm = RMSNorm(cfg.rms_norm_eps, name="kv_a_layernorm", dtype=self.dtype_policy)
-        self.kv_b_proj = keras.layers.Dense(heads * (cfg.qk_nope_head_dim + cfg.v_head_dim),
+        self.kv_b_proj = Linear(heads * (cfg.qk_nope_head_dim + cfg.v_head_dim),
                                             name="kv_b_proj", **dense)
-        self.o_proj = keras.layers.Dense(cfg.hidden_size, name="o_proj", **dense)
+        self.o_proj = Linear(cfg.hidden_size, name="o_proj", **dense)
 
     def build(self, input_shape):
         cfg = self.cfg

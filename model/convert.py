@@ -11,7 +11,9 @@ the stacked variable of the layer being filled).
 Dtypes round-trip: the dtype each tensor had on disk is recorded on the model
 (`model.hf_dtypes`), and save_hf writes each tensor back in it unless told otherwise, so
 a bf16 checkpoint loaded in float32 and saved again is bitwise identical. FP8 weights are
-dequantized on load (model.fp8_blocks) and saved as bfloat16.
+dequantized on load (model.fp8_blocks) and saved as bfloat16, unless save_hf is given
+dtype="fp8": then the hub's FP8 layout is written (block-quantized weights, their
+weight_scale_inv, quantization_config in config.json).
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from model.safetensors_io import NUMPY_DTYPES, TensorInfo, TensorReader, list_te
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-_SCALE_SUFFIX = "_scale_inv"          # FP8: "<name>_scale_inv" beside "<name>"
+_SCALE_SUFFIX = fp8_blocks.SCALE_SUFFIX
 _FP8_CODES = {"F8_E4M3", "F8_E5M2"}
+_FP8 = NUMPY_DTYPES["F8_E4M3"]        # what save_hf(dtype="fp8") writes, as the hub
 _ROUTER_BIAS = "e_score_correction_bias"  # a float32 buffer in every implementation
 
 
@@ -279,7 +282,10 @@ def save_hf(model, path, dtype=None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BY
 
     dtype: None writes each tensor in the dtype it was loaded from (model.hf_dtypes;
     FP8 becomes bfloat16) or else in its variable's dtype; a dtype name ("bfloat16")
-    writes every tensor in it except the router's e_score_correction_bias (float32).
+    writes every tensor in it except the router's e_score_correction_bias (float32);
+    "fp8" writes the hub's FP8 layout: the tensors fp8_blocks.stored_in_fp8 names as
+    float8_e4m3fn with a float32 "<name>_scale_inv" per 128x128 block, the rest bfloat16
+    (router bias float32). Shards count the scales' bytes, and the index lists them.
     The directory appears complete or not at all: it is written beside its final place
     and renamed.
     """
@@ -289,7 +295,8 @@ def save_hf(model, path, dtype=None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BY
     targets = hub_targets(model)
     shapes = hf_weight_shapes(model.cfg, include_mtp=bool(model.mtp_layers))
     dtypes = {name: _save_dtype(name, targets, dtype, getattr(model, "hf_dtypes", {})) for name in shapes}
-    shards = _plan_shards(shapes, dtypes, max_shard_bytes)
+    sizes = {name: _stored_bytes(shape, dtypes[name]) for name, shape in shapes.items()}
+    shards = _plan_shards(sizes, max_shard_bytes)
     parent = os.path.dirname(destination)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(destination)}.tmp-", dir=parent)
@@ -298,16 +305,21 @@ def save_hf(model, path, dtype=None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BY
         weight_map = {}
         for index, names in enumerate(shards):
             file = SINGLE_FILE if len(shards) == 1 else f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
-            arrays = {name: values.hub_array(targets, name).astype(dtypes[name]) for name in names}
+            arrays = {}
+            for name in names:
+                arrays.update(_stored_tensors(name, values.hub_array(targets, name), dtypes[name]))
             write_file(os.path.join(staging, file), arrays)
-            weight_map.update(dict.fromkeys(names, file))
+            weight_map.update(dict.fromkeys(arrays, file))
             del arrays
         if len(shards) > 1:
-            total = sum(math.prod(shapes[n]) * dtypes[n].itemsize for n in shapes)
-            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}
             _write_json(os.path.join(staging, INDEX_FILE), index)
         config = model.cfg.to_hf()
-        config["dtype"] = _dominant_dtype(dtypes)
+        if dtype == "fp8":
+            config["quantization_config"] = dict(fp8_blocks.QUANTIZATION_CONFIG)
+            config["dtype"] = "bfloat16"  # what the hub says: the unquantized tensors' and compute dtype
+        else:
+            config["dtype"] = _dominant_dtype(dtypes)
         _write_json(os.path.join(staging, CONFIG_FILE), config)
         _publish(staging, destination)
     except BaseException:
@@ -316,7 +328,13 @@ def save_hf(model, path, dtype=None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BY
 
 
 def _save_dtype(name: str, targets, dtype, loaded: dict) -> np.dtype:
+    if dtype == "fp8":
+        if name.endswith(_ROUTER_BIAS):
+            return np.dtype("float32")
+        return _FP8 if fp8_blocks.stored_in_fp8(name) else np.dtype("bfloat16")
     if dtype is not None:
+        if "float8" in np.dtype(dtype).name:  # a bare cast would drop the block scales
+            raise ValueError(f"dtype {dtype!r}: write FP8 checkpoints with dtype='fp8' (block-scaled, hub layout)")
         return np.dtype("float32" if name.endswith(_ROUTER_BIAS) else dtype)
     if name in loaded:
         stored = np.dtype(loaded[name])
@@ -326,10 +344,25 @@ def _save_dtype(name: str, targets, dtype, loaded: dict) -> np.dtype:
     return np.dtype(variable.dtype)
 
 
-def _plan_shards(shapes, dtypes, max_shard_bytes: int) -> list[list[str]]:
+def _stored_bytes(shape, dtype: np.dtype) -> int:
+    """Bytes on disk, an FP8 weight's float32 block scales included."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if dtype == _FP8:
+        nbytes += math.prod(fp8_blocks.scale_shape(shape)) * 4
+    return nbytes
+
+
+def _stored_tensors(name: str, value: np.ndarray, dtype: np.dtype) -> dict[str, np.ndarray]:
+    """The tensor(s) one hub name is written as: itself, or an FP8 weight and its scales."""
+    if dtype != _FP8:
+        return {name: value.astype(dtype)}
+    weight, scale = fp8_blocks.quantize(value)
+    return {name: weight, name + _SCALE_SUFFIX: scale}
+
+
+def _plan_shards(sizes: dict[str, int], max_shard_bytes: int) -> list[list[str]]:
     shards, current, size = [], [], 0
-    for name, shape in shapes.items():
-        nbytes = math.prod(shape) * dtypes[name].itemsize
+    for name, nbytes in sizes.items():
         if current and size + nbytes > max_shard_bytes:
             shards.append(current)
             current, size = [], 0

@@ -54,7 +54,8 @@ def rows_per_peer(assignments: int, ep: int, capacity_factor: float) -> int:
     return max(1, min(assignments, math.ceil(capacity_factor * assignments / ep)))
 
 
-def _local_ffn(x, indices, weights, w_gate, w_up, w_down, *, axes: tuple, ep: int, capacity_factor: float, impl):
+def _local_ffn(x, indices, weights, w_gate, w_up, w_down, *, axes: tuple, ep: int, capacity_factor: float, impl,
+               fp8: bool):
     from model.experts import grouped_swiglu
 
     tokens, top_k = indices.shape
@@ -89,7 +90,7 @@ def _local_ffn(x, indices, weights, w_gate, w_up, w_down, *, axes: tuple, ep: in
         regroup = jnp.argsort(experts, stable=True)
         rows, experts = jnp.take(rows, regroup, axis=0), experts[regroup]
     counts = jnp.zeros((local_experts,), jnp.int32).at[experts].add(1)
-    out = grouped_swiglu(rows, None, experts, counts, w_gate, w_up, w_down, impl)
+    out = grouped_swiglu(rows, None, experts, counts, w_gate, w_up, w_down, impl, fp8)
     if ep > 1:
         out = jnp.take(out, jnp.argsort(regroup), axis=0)
     returned = exchange(out)
@@ -104,7 +105,7 @@ def _local_ffn(x, indices, weights, w_gate, w_up, w_down, *, axes: tuple, ep: in
 
 
 def expert_parallel_ffn(x, indices, weights, w_gate, w_up, w_down, mesh, capacity_factor: float = 0.0,
-                        impl: str | None = None):
+                        impl: str | None = None, fp8: bool = False):
     """sum_k weight[t, k] * SwiGLU_{expert[t, k]}(x[t]) with experts sharded over mesh's
     "expert" axis. x [T, H] and indices, weights [T, K] are sharded over every mesh axis
     on T; w_gate, w_up [E, H, I] and w_down [E, I, H] over "expert" on E.
@@ -118,7 +119,7 @@ def expert_parallel_ffn(x, indices, weights, w_gate, w_up, w_down, mesh, capacit
 
     def body(x, indices, weights, w_gate, w_up, w_down):
         return _local_ffn(x, indices, weights, w_gate, w_up, w_down, axes=axes, ep=ep, capacity_factor=capacity_factor,
-                          impl=impl)
+                          impl=impl, fp8=fp8)
 
     return jax.shard_map(body, mesh=mesh, in_specs=(tokens, tokens, tokens, experts, experts, experts),
                          out_specs=(tokens, P()), check_vma=False)(x, indices, weights, w_gate, w_up, w_down)

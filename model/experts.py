@@ -26,6 +26,9 @@ No Python loop over tokens or experts, and no expert runs on tokens it was not c
 
 import keras
 from keras import ops
+from keras.src.backend.common.variables import AutocastScope
+
+from model.fp8 import uses_fp8
 
 MAX_BLOCK_SIZE = 64
 CAPACITY_FACTOR = 1.25
@@ -68,11 +71,12 @@ def _dispatch(expert_indices, num_experts: int):
     return order, sorted_experts, counts, inverse
 
 
-def _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down):
-    """Block-padded grouped SwiGLU. x [T, H]; rows sorted by expert. Returns the output of
-    each sorted row [N, H]."""
+def block_layout(sorted_experts, counts, num_experts: int, token_of_row=None):
+    """The "blocks" layout of rows sorted by expert: each expert's rows padded to a multiple
+    of a block size. -> (slot [N]: each sorted row's slot; slot_source [S]: the row of x
+    (token_of_row, or the sorted row itself when None) + 1 in each slot, 0 for padding;
+    block_expert [B]; block size)."""
     num_rows = ops.shape(sorted_experts)[0]
-    num_experts = w_gate.shape[0]
     if token_of_row is None:  # x is already one row per sorted assignment
         token_of_row = ops.arange(num_rows, dtype="int32")
     block = _block_size(num_rows, num_experts)
@@ -84,20 +88,36 @@ def _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down
     rank = ops.arange(num_rows, dtype="int32") - ops.take(offsets, sorted_experts)
     slot = ops.take(padded_ends - padded_counts, sorted_experts) + rank
     num_blocks = num_rows // block + num_experts  # static bound on sum(ceil(count / block))
-    num_slots = num_blocks * block
     # source token + 1 of each slot, 0 for padding slots (which read zeros; gathering from
     # a zero-padded copy of x instead crashed the XLA CPU compiler in the backward pass)
-    slot_source = ops.scatter(slot[:, None], token_of_row + 1, (num_slots,))
-    slot_rows = ops.take(x, ops.maximum(slot_source - 1, 0), axis=0)
-    slot_rows = slot_rows * ops.cast(slot_source > 0, x.dtype)[:, None]
-    x_blocks = ops.reshape(slot_rows, (num_blocks, block, -1))
+    slot_source = ops.scatter(slot[:, None], token_of_row + 1, (num_blocks * block,))
     block_start = ops.arange(num_blocks, dtype="int32") * block
     block_expert = ops.minimum(
         ops.sum(ops.cast(padded_ends[None, :] <= block_start[:, None], "int32"), axis=1), num_experts - 1)
+    return slot, slot_source, block_expert, block
+
+
+def to_blocks(x, slot_source, block: int):
+    """x's rows placed in their slots -> [B, block, width], zeros in padding slots."""
+    slot_rows = ops.take(x, ops.maximum(slot_source - 1, 0), axis=0)
+    slot_rows = slot_rows * ops.cast(slot_source > 0, x.dtype)[:, None]
+    return ops.reshape(slot_rows, (-1, block, ops.shape(x)[-1]))
+
+
+def from_blocks(blocks, slot):
+    """[B, block, width] -> the sorted rows' results [N, width]."""
+    return ops.take(ops.reshape(blocks, (-1, ops.shape(blocks)[-1])), slot, axis=0)
+
+
+def _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down):
+    """Block-padded grouped SwiGLU. x [T, H]; rows sorted by expert. Returns the output of
+    each sorted row [N, H]."""
+    slot, slot_source, block_expert, block = block_layout(sorted_experts, counts, w_gate.shape[0], token_of_row)
+    x_blocks = to_blocks(x, slot_source, block)
     gate = ops.matmul(x_blocks, ops.take(w_gate, block_expert, axis=0))
     up = ops.matmul(x_blocks, ops.take(w_up, block_expert, axis=0))
     out = ops.matmul(ops.silu(gate) * up, ops.take(w_down, block_expert, axis=0))
-    return ops.take(ops.reshape(out, (num_slots, -1)), slot, axis=0)
+    return from_blocks(out, slot)
 
 
 def _capacity(num_rows: int, num_experts: int) -> int:
@@ -146,11 +166,17 @@ def _swiglu_ragged_dot(x, token_of_row, counts, w_gate, w_up, w_down):
     return jax.lax.ragged_dot(ops.silu(gate) * up, w_down, sizes)
 
 
-def grouped_swiglu(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down, impl: str | None = None):
+def grouped_swiglu(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down, impl: str | None = None,
+                   fp8: bool = False):
     """SwiGLU of each assignment row with its expert's weights, rows sorted by expert ->
     [N, H] in sorted order. Row i is x[token_of_row[i]], or x[i] when token_of_row is None
-    (rows already gathered, as the expert-parallel dispatch delivers them)."""
+    (rows already gathered, as the expert-parallel dispatch delivers them). fp8: the GEMMs
+    follow DeepSeek-V3's FP8 recipe (model/fp8_experts.py)."""
     impl = impl or default_impl()
+    if fp8:
+        from model.fp8_experts import fp8_grouped_swiglu
+
+        return fp8_grouped_swiglu(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down, impl)
     if impl == "blocks":
         return _swiglu_blocks(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down)
     if impl == "capacity":
@@ -166,7 +192,8 @@ def grouped_swiglu(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down
     raise ValueError(f"unknown expert_matmul_impl {impl!r}; use one of {IMPLS}")
 
 
-def routed_expert_ffn(x, expert_indices, expert_weights, w_gate, w_up, w_down, impl: str | None = None):
+def routed_expert_ffn(x, expert_indices, expert_weights, w_gate, w_up, w_down, impl: str | None = None,
+                      fp8: bool = False):
     """sum_k weight[t, k] * SwiGLU_{expert[t, k]}(x[t]).
 
     x [T, H]; expert_indices, expert_weights [T, K]; w_gate, w_up [E, H, I]; w_down [E, I, H].
@@ -175,7 +202,7 @@ def routed_expert_ffn(x, expert_indices, expert_weights, w_gate, w_up, w_down, i
     top_k = expert_indices.shape[-1]
     order, sorted_experts, counts, inverse = _dispatch(expert_indices, num_experts)
     token_of_row = ops.cast(order // top_k, "int32")
-    out_sorted = grouped_swiglu(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down, impl)
+    out_sorted = grouped_swiglu(x, token_of_row, sorted_experts, counts, w_gate, w_up, w_down, impl, fp8)
     out = ops.reshape(ops.take(out_sorted, inverse, axis=0), (-1, top_k, ops.shape(x)[-1]))
     return ops.sum(out * ops.cast(expert_weights, out.dtype)[..., None], axis=1)
 
@@ -204,11 +231,17 @@ class RoutedExperts(keras.layers.Layer):
     def dispatch(self, x, expert_indices, expert_weights):
         """-> (output [T, H], assignments dropped: always 0 unless an expert-parallel mesh
         runs with a capacity; model/expert_parallel.py)."""
-        weights = [ops.convert_to_tensor(w) for w in (self.gate_proj, self.up_proj, self.down_proj)]
+        use_fp8 = uses_fp8(self)
+        if use_fp8:  # FP8 rounds from the FP32 masters, not from their BF16 autocast
+            with AutocastScope(None):
+                weights = [ops.cast(w.value, "float32") for w in (self.gate_proj, self.up_proj, self.down_proj)]
+        else:
+            weights = [ops.convert_to_tensor(w) for w in (self.gate_proj, self.up_proj, self.down_proj)]
         if keras.backend.backend() == "jax":
             from model.expert_parallel import active_dispatch  # imports jax: JAX backend only
 
             dispatch = active_dispatch()
             if dispatch is not None:
-                return dispatch(x, expert_indices, expert_weights, *weights, impl=self.impl)
-        return routed_expert_ffn(x, expert_indices, expert_weights, *weights, self.impl), ops.zeros((), "int32")
+                return dispatch(x, expert_indices, expert_weights, *weights, impl=self.impl, fp8=use_fp8)
+        return (routed_expert_ffn(x, expert_indices, expert_weights, *weights, self.impl, use_fp8),
+                ops.zeros((), "int32"))

@@ -44,14 +44,20 @@ def _forward(x, w, group_sizes):
     return grouped_matmul(x, w, group_sizes), (x, w, group_sizes)
 
 
+def grouped_weight_grad(x, dy, group_sizes):
+    """Per group g: x_g^T dy_g -> [G, K, N] float32 (zero for empty groups, which the
+    kernel leaves unwritten)."""
+    _, transposed_ragged_dot = _kernels()
+    dw = transposed_ragged_dot(x, dy.astype(x.dtype), group_sizes=group_sizes, **WEIGHT_GRAD_TILES)
+    return jnp.where((group_sizes > 0)[:, None, None], dw, 0).astype(jnp.float32)
+
+
 def _backward(saved, dy):
     x, w, group_sizes = saved
-    ragged_dot, transposed_ragged_dot = _kernels()
+    ragged_dot, _ = _kernels()
     dy = dy.astype(x.dtype)
     dx = ragged_dot(dy, w, group_sizes=group_sizes, transpose_rhs=True, **FORWARD_TILES)
-    dw = transposed_ragged_dot(x, dy, group_sizes=group_sizes, **WEIGHT_GRAD_TILES)
-    dw = jnp.where((group_sizes > 0)[:, None, None], dw, 0).astype(w.dtype)
-    return dx, dw, None
+    return dx, grouped_weight_grad(x, dy, group_sizes).astype(w.dtype), None
 
 
 grouped_matmul.defvjp(_forward, _backward)

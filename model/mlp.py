@@ -4,15 +4,17 @@ layers (intermediate_size) and the shared experts (n_shared_experts * moe_interm
 import keras
 from keras import ops
 
+from model.linear import Linear
+
 
 class SwiGLUMLP(keras.layers.Layer):
     def __init__(self, hidden_size: int, intermediate_size: int, initializer_range: float, **kwargs):
         super().__init__(**kwargs)
         init = keras.initializers.RandomNormal(stddev=initializer_range)
-        dense = dict(use_bias=False, kernel_initializer=init, dtype=self.dtype_policy)
-        self.gate_proj = keras.layers.Dense(intermediate_size, name="gate_proj", **dense)
-        self.up_proj = keras.layers.Dense(intermediate_size, name="up_proj", **dense)
-        self.down_proj = keras.layers.Dense(hidden_size, name="down_proj", **dense)
+        dense = dict(kernel_initializer=init, dtype=self.dtype_policy)
+        self.gate_proj = Linear(intermediate_size, name="gate_proj", **dense)
+        self.up_proj = Linear(intermediate_size, name="up_proj", **dense)
+        self.down_proj = Linear(hidden_size, name="down_proj", **dense)
 
     def build(self, input_shape):
         self.gate_proj.build(input_shape)

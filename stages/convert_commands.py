@@ -2,6 +2,7 @@
 
     seekforge convert from-hf SRC_DIR DST_DIR    # HF DeepSeek-V3 checkpoint -> seekforge
     seekforge convert to-hf SRC_DIR DST_DIR      # seekforge -> HF (hub layout, sharded)
+    seekforge convert to-hf SRC_DIR DST_DIR --dtype fp8   # ... in the hub's block-scaled FP8
 
 The seekforge format, for now, is a directory with
     config.json        the model config (HF field names, ModelConfig.to_hf())
@@ -35,7 +36,12 @@ def register(subparsers) -> None:
     to_hf.add_argument("src", help=f"directory with {CONFIG_FILE} and {WEIGHTS_FILE}")
     to_hf.add_argument("dst", help="output directory (must not exist or be empty)")
     to_hf.add_argument("--dtype", default=None,
-                       help="write every tensor in this dtype (e.g. bfloat16); default: as loaded from HF")
+                       help="write every tensor in this dtype (e.g. bfloat16, float32; the router's "
+                            "e_score_correction_bias stays float32), or 'fp8': DeepSeek-V3's hub FP8 layout "
+                            "(the decoder layers' Linear weights as float8_e4m3fn, each with a float32 "
+                            "weight_scale_inv per 128x128 block, everything else bfloat16), quantized from "
+                            "the current weights; default: each tensor in the dtype it was loaded from HF "
+                            "(FP8 ones as bfloat16)")
     to_hf.add_argument("--max-shard-gb", type=float, default=4.0, help="largest safetensors shard, GiB")
     to_hf.set_defaults(handler=to_hf_command)
 

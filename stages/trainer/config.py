@@ -3,6 +3,8 @@ DeepSeek-V3 paper's (§4.2) where it gives one; the presets in configs/ scale th
 
 import dataclasses
 
+from model.fp8 import PRECISIONS
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
@@ -87,7 +89,8 @@ class TrainingConfig(OptimizerConfig):
     # execution
     strategy: str = "default"           # default | mirrored | multi_worker (TF_CONFIG)
     input_sharding: str = "batches"     # how workers split the data: batches (exact) | files (at scale)
-    mixed_precision: bool = False       # bf16 compute, float32 master weights
+    precision: str = "float32"          # float32 | bf16 (bf16 compute, float32 master weights) |
+                                        # fp8 (bf16 + DeepSeek-V3's FP8 GEMMs: model/fp8.py)
     remat: bool = False                 # recompute each block's activations in backward
     distribution: DistributionConfig = DistributionConfig()   # the JAX trainer's mesh
 
@@ -99,6 +102,8 @@ class TrainingConfig(OptimizerConfig):
         if self.global_batch_size % self.micro_batches:
             raise ValueError(f"global_batch_size ({self.global_batch_size}) is not divisible by "
                              f"micro_batches ({self.micro_batches})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.strategy not in ("default", "mirrored", "multi_worker"):
             raise ValueError(f"strategy must be default, mirrored or multi_worker, got {self.strategy!r}")
         if self.batch_ramp_steps and not 0 < self.batch_ramp_start <= self.global_batch_size:

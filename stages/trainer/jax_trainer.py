@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from model.balancing import max_violation
+from model.fp8 import dtype_policy
 from model.transformer import DeepSeekV3CausalLM
 from stages.trainer import jax_parallel, model_checkpoint, multihost, sharded_checkpoint
 from stages.trainer.adamw import make_optimizer
@@ -50,8 +51,7 @@ class JaxTrainer:
         os.makedirs(output_dir, exist_ok=True)
         keras.utils.set_random_seed(cfg.seed)
         with jax_parallel.expert_parallel(self.mesh, cfg.distribution):
-            dtype = "mixed_bfloat16" if cfg.mixed_precision else "float32"
-            self.model = DeepSeekV3CausalLM(model_config, dtype=dtype)
+            self.model = DeepSeekV3CausalLM(model_config, dtype=dtype_policy(cfg.precision))
             self.optimizer = make_optimizer(cfg, self.model)
         self.step_fn = ParallelStep(self.model, self.optimizer, cfg, self.mesh)
         # the optimizer's own variables are donated to the step: read the rate from here
@@ -125,8 +125,7 @@ class JaxTrainer:
         values = {model_checkpoint.variable_path(v): _gathered(value)
                   for v, value in zip(variables, self.state[0] + self.state[1])}
         with jax.default_device(_host_device()):
-            dtype = "mixed_bfloat16" if self.cfg.mixed_precision else "float32"
-            exported = DeepSeekV3CausalLM(self.model_config, dtype=dtype)
+            exported = DeepSeekV3CausalLM(self.model_config, dtype=dtype_policy(self.cfg.precision))
             for variable in exported.variables:
                 variable.assign(values[model_checkpoint.variable_path(variable)])
         return exported

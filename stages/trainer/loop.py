@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from model.balancing import max_violation
 from model.config import ModelConfig
+from model.fp8 import dtype_policy
 from model.losses import causal_lm_loss, distillation_loss, target_counts
 from model.transformer import DeepSeekV3CausalLM
 from stages.trainer.config import TrainingConfig
@@ -81,8 +82,7 @@ class Trainer:
         os.makedirs(output_dir, exist_ok=True)
         keras.utils.set_random_seed(cfg.seed)
         with self.strategy.scope(), _remat_scope(model_config, cfg.remat):
-            dtype = "mixed_bfloat16" if cfg.mixed_precision else "float32"
-            self.model = DeepSeekV3CausalLM(model_config, dtype=dtype)
+            self.model = DeepSeekV3CausalLM(model_config, dtype=dtype_policy(cfg.precision))
             self.optimizer = make_optimizer(cfg, self.model)
         self._forward_backward = tf.function(self._forward_backward_impl, jit_compile=cfg.jit_compile,
                                              reduce_retracing=True)

@@ -1,8 +1,10 @@
 """Packed shards of a learnable synthetic corpus, in the tokenize stage's format, so the
 trainer tests need neither the data phase nor a tokenizer."""
 
+import glob
 import json
 import os
+import sysconfig
 
 import numpy as np
 
@@ -23,12 +25,21 @@ def documents(count: int, seed: int = 0):
         yield [int(3 + (start + stride * i) % ALPHABET) for i in range(length)]
 
 
+def stdlib_documents(count: int, seed: int = 0):
+    """Real text with real entropy: Python standard-library source files (present on every
+    installation), one byte per token (ids 3 .. 258), files in a seeded order."""
+    paths = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
+    for index in np.random.default_rng(seed).permutation(len(paths))[:count]:
+        with open(paths[index], "rb") as f:
+            yield [3 + byte for byte in f.read()]
+
+
 def write_shards(directory: str, seq_len: int, num_documents: int = 400,
-                 num_shards: int = 2, seed: int = 0) -> str:
+                 num_shards: int = 2, seed: int = 0, corpus=documents) -> str:
     os.makedirs(directory, exist_ok=True)
     packer = Packer(seq_len, EOS, PAD)
     rows = []
-    for doc in documents(num_documents, seed):
+    for doc in corpus(num_documents, seed):
         rows.extend(packer.add(doc))
     rows.extend(packer.flush())
     entries = []

@@ -178,7 +178,41 @@ def test_batch_size_ramp_uses_fewer_micro_batches_early(tmp_path):
 
 @pytest.mark.slow
 def test_bf16_mixed_precision_trains(tmp_path, shard_dir):
-    trainer, metrics = train(tmp_path, shard_dir, "bf16", steps=6, mixed_precision=True)
+    trainer, metrics = train(tmp_path, shard_dir, "bf16", steps=6, precision="bf16")
     assert trainer.model.decoder_layers[0].self_attn.compute_dtype == "bfloat16"
     assert trainer.model.trainable_variables[0].dtype == "float32"  # master weights
     assert np.isfinite(metrics[6]["loss"]) and metrics[6]["lm_loss"] < metrics[1]["lm_loss"]
+
+
+@pytest.mark.slow
+def test_fp8_training_follows_the_bf16_loss_curve(tmp_path_factory):
+    """The tiny preset trained 100 steps on real text (standard-library source, a byte per
+    token) in float32, bf16 and fp8 from the same seed on the same batches. The paper's
+    criterion is FP8's relative loss error against BF16: < 0.25%. Measured here (deterministic
+    on this 2-core machine): fp8 against bf16 0.194%, and as the floor any rounding change
+    sets, bf16 against float32 0.216% (benchmarks/RESULTS.md, "FP8 training")."""
+    from tests.stages.trainer.synthetic_shards import stdlib_documents, write_shards
+
+    shards = write_shards(str(tmp_path_factory.mktemp("text")), seq_len=128, num_documents=200,
+                          corpus=stdlib_documents)
+    tmp_path = tmp_path_factory.mktemp("runs")
+    model = ModelConfig.from_preset("tiny")
+    curves = {}
+    for precision in ("float32", "bf16", "fp8"):
+        cfg = TrainingConfig(steps=100, seq_len=128, global_batch_size=4, learning_rate=1e-3, warmup_steps=10,
+                             constant_steps=50, decay_steps=40, final_learning_rate=1e-4, log_every=1,
+                             checkpoint_every=100, jit_compile=True, precision=precision, seed=0)
+        Trainer(model, cfg, os.path.join(tmp_path, precision)).fit(shards, eos_id=1)
+        metrics = read_metrics(os.path.join(tmp_path, precision))
+        curves[precision] = np.array([metrics[step]["lm_loss"] for step in sorted(metrics)])
+
+    def error(a, b):   # mean relative gap of the curves smoothed over 10 steps, second half
+        smooth = np.ones(10) / 10
+        a, b = np.convolve(a, smooth, "valid"), np.convolve(b, smooth, "valid")
+        return float(np.mean((np.abs(a - b) / b)[len(a) // 2:]))
+    fp8_error, floor = error(curves["fp8"], curves["bf16"]), error(curves["bf16"], curves["float32"])
+    print(f"fp8 vs bf16 {fp8_error:.4%}; bf16 vs float32 {floor:.4%}; final losses "
+          f"{ {p: round(float(c[-10:].mean()), 4) for p, c in curves.items()} }")
+    assert curves["fp8"][-10:].mean() < 0.7 * curves["fp8"][:10].mean()   # it learns
+    assert fp8_error < 0.0025                 # the paper's bound
+    assert fp8_error < 1.5 * floor            # and no further from bf16 than float32 is
