@@ -104,11 +104,8 @@ def uses_fp8(layer: keras.layers.Layer) -> bool:
     return isinstance(layer.dtype_policy, FP8MixedPrecision)
 
 
-PRECISIONS = ("float32", "bf16", "fp8")
-
-
 def dtype_policy(precision: str):
-    """The training config's `precision` -> the model's dtype policy."""
+    """A training config's `precision` (float32 | bf16 | fp8) -> the model's dtype policy."""
     if precision == "fp8":
         return FP8MixedPrecision()
     return {"float32": "float32", "bf16": "mixed_bfloat16"}[precision]

@@ -3,7 +3,7 @@ DeepSeek-V3 paper's (§4.2) where it gives one; the presets in configs/ scale th
 
 import dataclasses
 
-from model.fp8 import PRECISIONS
+PRECISIONS = ("float32", "bf16", "fp8")   # model.fp8.dtype_policy maps them to Keras dtype policies
 
 
 @dataclasses.dataclass(frozen=True)

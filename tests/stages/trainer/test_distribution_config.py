@@ -36,3 +36,15 @@ def test_every_presets_mesh_fits_its_model(preset, data, expert):
     check_routing_fits_mesh(loaded["model"].build(), mesh)
     if preset == "v3-671b":   # V3: EP64 over 8 nodes, ZeRO-1
         assert (mesh.zero, mesh.devices_per_node) == (1, 8)
+
+
+def test_precision_is_checked_and_the_old_key_is_named():
+    """`precision` takes float32, bf16 or fp8 (v3-671b pretrains in fp8, as the paper); the
+    boolean it replaced is an unknown key whose error lists `precision`."""
+    v3 = config.load(os.path.join(ROOT, "configs", "v3-671b.yaml"))
+    assert (v3["pretrain"].precision, v3["sft"].precision) == ("fp8", "bf16")
+    tiny = os.path.join(ROOT, "configs", "tiny.yaml")
+    with pytest.raises(config.ConfigError, match=r"pretrain: precision must be one of float32, bf16, fp8, got 'fp16'"):
+        config.load(tiny, ["pretrain.precision=fp16"])
+    with pytest.raises(config.ConfigError, match=r"pretrain\.mixed_precision: unknown key .*precision"):
+        config.load(tiny, ["pretrain.mixed_precision=true"])
