@@ -26,9 +26,8 @@ No Python loop over tokens or experts, and no expert runs on tokens it was not c
 
 import keras
 from keras import ops
-from keras.src.backend.common.variables import AutocastScope
 
-from model.fp8 import uses_fp8
+from model.fp8 import master_weight, uses_fp8
 
 MAX_BLOCK_SIZE = 64
 CAPACITY_FACTOR = 1.25
@@ -232,11 +231,8 @@ class RoutedExperts(keras.layers.Layer):
         """-> (output [T, H], assignments dropped: always 0 unless an expert-parallel mesh
         runs with a capacity; model/expert_parallel.py)."""
         use_fp8 = uses_fp8(self)
-        if use_fp8:  # FP8 rounds from the FP32 masters, not from their BF16 autocast
-            with AutocastScope(None):
-                weights = [ops.cast(w.value, "float32") for w in (self.gate_proj, self.up_proj, self.down_proj)]
-        else:
-            weights = [ops.convert_to_tensor(w) for w in (self.gate_proj, self.up_proj, self.down_proj)]
+        variables = (self.gate_proj, self.up_proj, self.down_proj)
+        weights = [master_weight(w) if use_fp8 else ops.convert_to_tensor(w) for w in variables]
         if keras.backend.backend() == "jax":
             from model.expert_parallel import active_dispatch  # imports jax: JAX backend only
 

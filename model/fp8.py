@@ -26,6 +26,7 @@ import dataclasses
 import keras
 import numpy as np
 from keras import ops
+from keras.src.backend.common.variables import AutocastScope
 
 E4M3_MAX = 448.0
 INVERSE_E4M3_MAX = np.float32(1 / E4M3_MAX)
@@ -102,6 +103,13 @@ class FP8MixedPrecision(keras.DTypePolicy):
 
 def uses_fp8(layer: keras.layers.Layer) -> bool:
     return isinstance(layer.dtype_policy, FP8MixedPrecision)
+
+
+def master_weight(variable):
+    """The FP32 master value of a weight, not its BF16 autocast (FP8 rounds from FP32 once),
+    as a tensor rather than the variable (tf.custom_gradient takes tensors)."""
+    with AutocastScope(None):
+        return ops.cast(variable.value, "float32")
 
 
 def dtype_policy(precision: str):

@@ -17,7 +17,6 @@ E5M6 format; with no such dtype, o_proj caches its FP8 input like every other li
 
 import keras
 from keras import ops
-from keras.src.backend.common.variables import AutocastScope
 
 from model import fp8
 
@@ -58,9 +57,4 @@ class Linear(keras.layers.Dense):
     def call(self, inputs, training=None):
         if not fp8.uses_fp8(self):
             return super().call(inputs, training=training)
-        return fp8_matmul(inputs, self._master_kernel(), self.compute_dtype)
-
-    def _master_kernel(self):
-        """The FP32 master weight, not its BF16 autocast: FP8 rounds from FP32 once."""
-        with AutocastScope(None):
-            return ops.cast(self.kernel.value, "float32")  # a tensor, not the variable (tf.custom_gradient)
+        return fp8_matmul(inputs, fp8.master_weight(self.kernel), self.compute_dtype)
