@@ -3,12 +3,11 @@ its subcommands here through a `register(subparsers)` function."""
 
 import argparse
 import os
-import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
-from stages import convert_commands, model_commands, plan_commands, runtime_commands
+from stages import convert_commands, model_commands, plan_commands, runtime_commands, termination
 
 COMMAND_GROUPS = [model_commands, convert_commands, runtime_commands, plan_commands]
 
@@ -45,15 +44,18 @@ def entry() -> int:
     """The console script: main() in a process of its own. SIGTERM (Airflow's kill, a
     timeout, `kill PID`) unwinds the stage like an exception, so its temporary output is
     removed and its MLflow run is closed as KILLED, and every process the stage started
-    (Beam's worker processes) is stopped with it rather than left behind."""
-    def terminate(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
+    (Beam's worker processes) is stopped with it rather than left behind. After a stop
+    request the exit code is the signal's (143), whatever error the unwinding met."""
+    termination.install()
     try:
-        return main()
+        code = main()
+    except Exception:
+        if termination.requested() is None:
+            raise
+        code = termination.exit_code()   # e.g. a BrokenPipeError once the reader is gone
     finally:
         stop_children()
+    return termination.exit_code() if termination.requested() else code
 
 
 def stop_children(grace_seconds: float = 5.0) -> None:

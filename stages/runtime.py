@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 
-from stages import artifacts, fingerprint, lineage_links, pipeline, tracking
+from stages import artifacts, fingerprint, lineage_links, pipeline, termination, tracking
 from stages.artifact_types import TYPES, Artifact, typed
 from stages.artifacts import CorruptOutput, Output
 from stages.config import Config, flatten
@@ -203,7 +203,8 @@ def _execute(ml, spec, config, section, key, material, root, inputs, external, p
         final = artifacts.publish(temporary, root, key)
     except BaseException as e:
         shutil.rmtree(temporary, ignore_errors=True)
-        ml.end_run(status="KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED")
+        stopped = isinstance(e, (KeyboardInterrupt, SystemExit)) or termination.requested() is not None
+        ml.end_run(status="KILLED" if stopped else "FAILED")
         raise
     ml.end_run(status="FINISHED")
     shutil.rmtree(work_dir, ignore_errors=True)

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from stages import termination
 from stages.posttrain import rollout
 from stages.posttrain.grpo_loss import grpo_loss, group_advantages, token_entropy, token_log_probs
 from stages.posttrain.rewards import combined_reward
@@ -112,6 +113,7 @@ class GRPOTrainer:
         truncate_metrics(os.path.join(self.output_dir, METRICS_FILE), self.step)
         last, progress = {}, Progress(cfg.steps, self.step)
         while self.step < cfg.steps:
+            termination.check()
             start = time.perf_counter()
             metrics = self.train_step(problems, self.step)
             metrics["seconds_per_step"] = time.perf_counter() - start

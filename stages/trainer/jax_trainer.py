@@ -24,6 +24,7 @@ from model.transformer import DeepSeekV3CausalLM
 from stages.trainer import jax_parallel, model_checkpoint, multihost, sharded_checkpoint
 from stages.trainer.adamw import make_optimizer
 from stages.trainer.jax_step import ParallelStep
+from stages import termination
 from stages.trainer import metrics_log
 from stages.trainer.metrics_log import METRICS_FILE, truncate_metrics
 from stages.trainer.packed_rows import PackedRows
@@ -72,6 +73,7 @@ class JaxTrainer:
         last, window_start, window_tokens = {}, time.perf_counter(), 0
         self.progress = Progress(cfg.steps, step)
         while step < cfg.steps:
+            termination.check()
             state, result = self.step_fn(state, rows.step_batches(step, cfg.micro_batches, micro_size))
             step += 1
             window_tokens += cfg.global_batch_size * cfg.seq_len

@@ -31,6 +31,7 @@ from stages.trainer.config import TrainingConfig
 from stages.trainer.distribution import is_chief, make_strategy
 from stages.trainer.input import training_dataset
 from stages.trainer.adamw import make_optimizer
+from stages import termination
 from stages.trainer import metrics_log
 from stages.trainer.metrics_log import METRICS_FILE, truncate_metrics
 from stages.trainer.optimizer import resumable
@@ -204,6 +205,7 @@ class Trainer:
         last, window_start, window_tokens = {}, time.perf_counter(), 0
         self.progress = Progress(cfg.steps, step)
         while step < cfg.steps:
+            termination.check()
             micro = self.micro_batches_at(step)
             result = self._step_fn(micro)(iterator)
             step += 1

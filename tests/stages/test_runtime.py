@@ -208,7 +208,12 @@ SLOW_STAGE = textwrap.dedent("""
             with open(os.environ["CHILD_PID_FILE"], "w") as f:
                 f.write(str(child.pid))
         open(os.environ["MARKER"], "w").close()
-        time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+        try:
+            time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+        except SystemExit as e:
+            if os.environ.get("WRAP_STOP"):   # a library that turns every exception into its own
+                raise RuntimeError("interrupted") from e
+            raise
         with open(os.path.join(ctx.output_dir, "rest.txt"), "w") as f:
             f.write("done")
         return {"report": "rest.txt", "files": 2}
@@ -295,3 +300,16 @@ def test_sigterm_stops_the_stage_its_workers_and_its_mlflow_run(workdir):
     root = workdir / "artifacts" / "test" / "slow_test"
     assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]
     assert [r.info.status for r in mlflow_runs()] == ["KILLED"]
+
+
+@pytest.mark.slow
+def test_a_stop_that_surfaces_as_another_error_still_ends_killed(workdir):
+    """The SIGTERM's SystemExit reaches the runtime as a RuntimeError (or a BrokenPipeError
+    once Airflow's reader of the output is gone): a stop, not a failure of the stage."""
+    argv, env = slow_stage(workdir, SLOW_SECONDS="60", WRAP_STOP="1")
+    proc = start_and_wait(argv, env, workdir / "started")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert [r.info.status for r in mlflow_runs()] == ["KILLED"]
+    root = workdir / "artifacts" / "test" / "slow_test"
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]

@@ -2,7 +2,8 @@
 configured before start-up): python run_trainer.py SPEC.json
 
 SPEC: {"model": ModelConfig fields, "training": TrainingConfig fields, "shards": dir,
-"output": dir, "logical_cpus": n (optional), "weights_out": path.npz, may hold {task} (optional)}"""
+"output": dir, "logical_cpus": n (optional), "weights_out": path.npz, may hold {task} (optional),
+"lost_stop_at_step": n (optional: a SIGTERM whose exception Python drops, after step n's log)}"""
 
 import json
 import os
@@ -24,12 +25,27 @@ def main(spec_path: str) -> None:
     from stages.trainer.config import TrainingConfig
     from stages.trainer.loop import Trainer
 
-    trainer = Trainer(ModelConfig(**spec["model"]), TrainingConfig(**spec["training"]), spec["output"])
+    trainer = Trainer(ModelConfig(**spec["model"]), TrainingConfig(**spec["training"]), spec["output"],
+                      log_metrics=lost_stop(spec["lost_stop_at_step"]) if spec.get("lost_stop_at_step") else None)
     trainer.fit(spec["shards"], eos_id=1)
     if spec.get("weights_out"):  # "{task}" in the path: one file per worker
         task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
         np.savez(spec["weights_out"].format(task=task),
                  **{v.path.split("/", 1)[1]: v.numpy() for v in trainer.model.variables})
+
+
+def lost_stop(at_step: int):
+    """A metrics logger that, at `at_step`, delivers SIGTERM where its exception is dropped."""
+    import signal
+
+    from stages import termination
+    from tests.stages.lost_signal import send_inside_gc_callback
+    termination.install()
+
+    def log_metrics(metrics, step):
+        if step == at_step:
+            send_inside_gc_callback(signal.SIGTERM)
+    return log_metrics
 
 
 if __name__ == "__main__":

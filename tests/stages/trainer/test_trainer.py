@@ -123,6 +123,19 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, shard_dir):
 
 
 @pytest.mark.slow
+def test_a_stop_whose_exception_was_dropped_ends_training_at_the_next_step(tmp_path, shard_dir):
+    """SIGTERM arrives inside a garbage-collector callback after step 3 (Python drops the
+    handler's exception there): the loop stops before step 4 with the signal's exit code."""
+    spec = {"model": MODEL, "training": {**TRAINING, "steps": 30}, "shards": shard_dir,
+            "output": str(tmp_path / "stopped"), "lost_stop_at_step": 3}
+    process = run_trainer_process(spec, tmp_path, "stopped", wait=False)
+    output, _ = process.communicate(timeout=600)
+    assert "Exception ignored" in output, output
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert max(read_metrics(str(tmp_path / "stopped"))) == 3
+
+
+@pytest.mark.slow
 def test_two_replicas_match_one(tmp_path, shard_dir):
     """MirroredStrategy over 2 logical CPUs, global batch 8, equals one device with batch 8."""
     spec = {"model": MODEL, "shards": shard_dir, "logical_cpus": 2}
