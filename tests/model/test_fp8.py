@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from model import fp8
+from model import fp8, linear
 from model.config import ModelConfig
 from model.experts import routed_expert_ffn
 from model.linear import fp8_matmul
@@ -98,14 +98,28 @@ def test_e4m3_rounding_is_round_to_nearest_even():
 LINEAR_SHAPES = [(96, 256, 200), (130, 100, 384)]
 
 
+# how the E4M3 operands are multiplied: dequantised, or model/fp8_gemm's kernel (JAX; on CPU
+# through Pallas' interpreter)
+GEMMS = ["dequantised"] + (["kernel"] if keras.backend.backend() == "jax" else [])
+
+
+@pytest.fixture(params=GEMMS)
+def gemm(request, monkeypatch):
+    if request.param == "kernel":
+        from model import fp8_gemm
+        monkeypatch.setattr(fp8_gemm, "MODE", "interpret")
+    return request.param
+
+
 @pytest.mark.parametrize("tokens, d_in, d_out", LINEAR_SHAPES)
-def test_fp8_linear_matches_the_recipe(tokens, d_in, d_out):
+def test_fp8_linear_matches_the_recipe(tokens, d_in, d_out, gemm):
     """Fprop, Dgrad and Wgrad equal the numpy recipe; the remaining differences are the
     BF16 rounding of Fprop/Dgrad outputs (0.4% relative at most) and float32 accumulation."""
     rng = np.random.default_rng(tokens)
     x = rng.standard_normal((tokens, d_in)).astype(np.float32)
     w = (rng.standard_normal((d_in, d_out)) * 0.05).astype(np.float32)
     y, (dx, dw), dy = gradients(lambda x, w: fp8_matmul(x, w, "bfloat16"), x, w)
+    assert (linear._kernel_gemm() is not None) == (gemm == "kernel")
     # the gradient reaching the layer is BF16 (its output's dtype)
     ref_y, ref_dx, ref_dw = fp8_reference.linear(x, w, dy.astype(ml_dtypes.bfloat16).astype(np.float32))
     assert relative_error(y, ref_y) < 4e-3
