@@ -13,8 +13,8 @@ On a Hopper GPU the kernel lowers through Pallas' Triton backend (FP8 wgmma). Wi
 interpret=True it runs anywhere through Pallas' interpreter: how the CPU tests check it
 against the numpy reference. `operands` turns model/fp8.py's Quantized tiles into A or B.
 
-Not yet measured: the kernel has not run on a GPU (no device time was left when it was
-written); model/linear.py uses it only where `enabled()` says so.
+Not yet run on a GPU (no device time was left when it was written): so it is off by default
+(MODE below), and benchmarks/fp8_layers.py times it beside the dequantised path on Hopper.
 """
 
 import functools
@@ -25,17 +25,20 @@ from jax.experimental import pallas as pl
 
 from model import fp8
 
-# "auto": the kernel on a Hopper GPU, the dequantise-then-matmul path elsewhere; "off": that
-# path everywhere; "interpret": the kernel through Pallas' interpreter (tests on CPU).
-MODE = "auto"
+# "off" (the default until the kernel has run on a GPU): the linear layers dequantise their
+# operands and multiply those; "hopper": this kernel on a Hopper GPU (sm_90), dequantised
+# elsewhere; "interpret": this kernel through Pallas' interpreter on any device (CPU tests).
+MODE = "off"
+
+
+def on_hopper() -> bool:
+    if jax.default_backend() != "gpu":
+        return False
+    return getattr(jax.devices()[0], "compute_capability", "") == "9.0"
 
 
 def enabled() -> bool:
-    if MODE == "interpret":
-        return True
-    if MODE != "auto" or jax.default_backend() != "gpu":
-        return False
-    return getattr(jax.devices()[0], "compute_capability", "") == "9.0"
+    return MODE == "interpret" or (MODE == "hopper" and on_hopper())
 
 
 def _kernel(a_ref, b_ref, a_scale_ref, b_scale_ref, out_ref, *, k_blocks: int):
@@ -54,10 +57,14 @@ def _pad_rows(x, multiple: int, value=0):
     return x if not extra else jnp.pad(x, ((0, extra), (0, 0)), constant_values=value)
 
 
-@functools.partial(jax.jit, static_argnames=("out_dtype", "block_m", "block_n"))
 def scaled_matmul(a, a_scale, b, b_scale, out_dtype=jnp.bfloat16, block_m: int = 128, block_n: int = 128):
     """A [M, K] e4m3, a_scale [M, K/128], B [K, N] e4m3, b_scale [K/128, N] -> [M, N] out_dtype.
     K must be a multiple of 128 (fp8.quantize pads it); M and N are padded to the blocks."""
+    return _scaled_matmul(a, a_scale, b, b_scale, jnp.dtype(out_dtype), block_m, block_n, MODE == "interpret")
+
+
+@functools.partial(jax.jit, static_argnames=("out_dtype", "block_m", "block_n", "interpret"))
+def _scaled_matmul(a, a_scale, b, b_scale, out_dtype, block_m: int, block_n: int, interpret: bool):
     (m, k), n = a.shape, b.shape[1]
     if k % fp8.TILE or b.shape[0] != k or a_scale.shape != (m, k // fp8.TILE) \
             or b_scale.shape != (k // fp8.TILE, n):
@@ -75,7 +82,7 @@ def scaled_matmul(a, a_scale, b, b_scale, out_dtype=jnp.bfloat16, block_m: int =
                   pl.BlockSpec((block_m, k // fp8.TILE), lambda i, j: (i, 0)),
                   pl.BlockSpec((k // fp8.TILE, block_n), lambda i, j: (0, j))],
         out_specs=pl.BlockSpec((block_m, block_n), lambda i, j: (i, j)),
-        interpret=MODE == "interpret",
+        interpret=interpret,
     )(a, b, a_scale, b_scale)
     return out[:m, :n]
 

@@ -11,9 +11,10 @@ The backward pass keeps only Q(x; 1x128), 1 byte per value plus a scale per 128 
 the paper does. The weight is re-quantized from the FP32 master in the backward pass
 rather than kept.
 
-The GEMMs themselves: on JAX on a Hopper GPU, model/fp8_gemm's kernel multiplies the E4M3
-operands on the FP8 tensor cores and applies the scales in FP32 every 128 of K; elsewhere
-the operands are dequantised (exactly) and multiplied in BF16 (FP32 for Wgrad).
+The GEMMs themselves: the operands are dequantised (exactly) and multiplied in BF16 (FP32
+for Wgrad); or, with model/fp8_gemm.MODE switched on (JAX; unmeasured on a GPU so far),
+its kernel multiplies the E4M3 operands on Hopper's FP8 tensor cores and applies the scales
+in FP32 every 128 of K.
 
 Departure: the paper caches the input of the linear after attention (o_proj) in a custom
 E5M6 format; with no such dtype, o_proj caches its FP8 input like every other linear.
