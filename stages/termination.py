@@ -41,7 +41,9 @@ def _handle(signum, frame) -> None:
     global _requested
     first = _requested is None
     _requested = _requested or signum
-    if first:   # a repeated signal must not interrupt the unwinding the first one started
+    # a repeated SIGTERM (an escalating supervisor) must not interrupt the unwinding the first
+    # one started; a repeated Ctrl-C is a person insisting, and interrupts it
+    if first or signum == signal.SIGINT:
         _raise(signum)
 
 

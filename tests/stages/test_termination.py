@@ -56,3 +56,19 @@ def test_a_second_signal_does_not_interrupt_the_unwinding():
     """)
     assert done.stdout.splitlines() == ["cleanup finished"], done.stderr
     assert done.returncode == 128 + signal.SIGTERM
+
+
+def test_a_second_ctrl_c_interrupts_the_cleanup():
+    done = run_script("""
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(100))
+        except KeyboardInterrupt:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                sum(range(100))
+                print("cleanup finished", flush=True)
+            except KeyboardInterrupt:
+                print("cleanup interrupted", flush=True)
+    """)
+    assert done.stdout.splitlines() == ["cleanup interrupted"], done.stderr
