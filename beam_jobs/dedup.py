@@ -16,10 +16,14 @@ Steps (each a transform below):
      bucket's verified edges are reduced to a star per local component (same
      connectivity, n-1 edges).
   5. clusters: connected components of the verified pairs (large-star/small-star rounds).
-  6. survivor: per cluster the smallest id is kept; the others are removed
-     ("near_duplicate") with cluster_id and kept_id. Exact duplicates point at the final
-     survivor of their copy's cluster. Only ids, hashes and signatures are shuffled
-     before this step; the decisions are joined back onto the documents once.
+  6. survivors: per cluster (cluster_id: its smallest id, which stays) the members are
+     taken in id order, and one is removed ("near_duplicate") only if its estimated
+     Jaccard with a document kept so far reaches the threshold (its kept_id); else it
+     stays too (counted "chain_member_kept"). So a chain a ~ b ~ c with a, c far apart
+     removes b and keeps a and c.
+  7. Exact duplicates point at what their survivor points at. Only ids, hashes and
+     signatures are shuffled before this step; the decisions are joined back onto the
+     documents once.
 Outputs DIR/kept-*.parquet, DIR/removed-*.parquet and DIR/job-manifest.json."""
 
 import dataclasses
@@ -136,18 +140,47 @@ class VerifyBucket(beam.DoFn):
                 yield (ids[i], ids[root])
 
 
-def _near_decisions(node_root):
-    node, root = node_root
-    if node != root:
-        yield (node, ("near_duplicate", f"cluster of {root}", root))
+def _member_signatures(keyed):
+    """(id, {root: [root], sig: [signature]}) -> (root, (id, signature)) for a cluster member."""
+    doc_id, grouped = keyed
+    for root in grouped["root"]:
+        for signature in grouped["sig"]:
+            yield (root, (doc_id, signature))
+
+
+class VerifyAgainstKept(beam.DoFn):
+    """One cluster -> its removals, each checked against a document that stays. Connected
+    components join chains (a ~ b ~ c with a and c far apart), so the root alone cannot
+    stand for the cluster: members are taken in id order, the root first, and a member is
+    removed only if its estimated Jaccard with one of the documents kept so far reaches the
+    threshold (that one is its kept_id); otherwise it is kept too, counted as
+    "chain_member_kept". No removal lacks a near-duplicate that stays, and no two documents
+    that stay are near-duplicates by their signatures."""
+
+    def __init__(self, threshold):
+        self.threshold = threshold
+
+    def process(self, keyed):
+        root, grouped = keyed
+        kept_ids, kept_signatures = [root], [next(iter(grouped["sig"]))]
+        for member, signature in sorted(grouped["members"], key=lambda m: m[0]):
+            similar = np.count_nonzero(np.stack(kept_signatures) == signature, axis=1) / len(signature) >= self.threshold
+            if similar.any():
+                kept_id = kept_ids[int(np.argmax(similar))]
+                yield (member, ("near_duplicate", f"cluster of {root}, near {kept_id}", root, kept_id))
+            else:
+                accounting.counter("chain_member_kept").inc()
+                kept_ids.append(member)
+                kept_signatures.append(signature)
 
 
 def _exact_decisions(keyed):
-    """Exact copies point at their survivor's final cluster root."""
+    """Exact copies point at what their survivor points at: its cluster and the document
+    kept for it when the survivor is removed, else the survivor."""
     survivor, grouped = keyed
-    root = next(iter(grouped["root"]), survivor)
+    _, _, cluster, kept = next(iter(grouped["decision"]), (None, None, survivor, survivor))
     for copy in grouped["copies"]:
-        yield (copy, ("exact_duplicate", f"same content as {survivor}", root))
+        yield (copy, ("exact_duplicate", f"same content as {survivor}", cluster, kept))
 
 
 def _apply(keyed):
@@ -158,8 +191,8 @@ def _apply(keyed):
         if decision is None:
             yield doc
         else:
-            reason, detail, root = decision
-            yield beam.pvalue.TaggedOutput("removed", removed(doc, reason, detail, cluster_id=root, kept_id=root))
+            reason, detail, cluster, kept = decision
+            yield beam.pvalue.TaggedOutput("removed", removed(doc, reason, detail, cluster_id=cluster, kept_id=kept))
 
 
 def build(pipeline, params: DedupParams):
@@ -188,9 +221,17 @@ def build(pipeline, params: DedupParams):
     # 5. clusters
     roots = edges | "Clusters" >> ConnectedComponents(cc_rounds)
 
-    # 6. decisions (id -> reason, detail, kept id), joined back onto the documents
-    near = roots | "Near decisions" >> beam.FlatMap(_near_decisions)
-    exact_removed = ({"copies": exact.copies, "root": roots}
+    # 6. each member checked against its cluster's kept document (the root)
+    members = roots | "Members" >> beam.Filter(lambda node_root: node_root[0] != node_root[1])
+    near = ({"members": ({"root": members, "sig": signed.signatures}
+                         | "Join member signatures" >> beam.CoGroupByKey()
+                         | "Member signatures" >> beam.FlatMap(_member_signatures)),
+             "sig": signed.signatures}
+            | "Join kept signatures" >> beam.CoGroupByKey()
+            | "Verify against kept" >> beam.ParDo(VerifyAgainstKept(threshold)))
+
+    # 7. decisions (id -> reason, detail, kept id), joined back onto the documents
+    exact_removed = ({"copies": exact.copies, "decision": near}
                      | "Join copies" >> beam.CoGroupByKey()
                      | "Exact decisions" >> beam.FlatMap(_exact_decisions))
     decisions = (near, exact_removed) | "All decisions" >> beam.Flatten()

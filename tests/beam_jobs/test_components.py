@@ -1,6 +1,7 @@
 """Connected components inside Beam and dedup clusters across chains."""
 
 import glob
+import itertools
 import json
 import os
 import random
@@ -82,7 +83,7 @@ def _chain_documents():
 
 
 @pytest.mark.slow
-def test_a_chain_ends_in_one_cluster_with_one_and_two_workers(tmp_path):
+def test_a_chain_is_one_cluster_that_removes_only_near_duplicates_of_its_kept_document(tmp_path):
     docs = _chain_documents()
     signer = Signer()
     sig = {d["meta"]: signer.signature(d["text"]) for d in docs}
@@ -101,5 +102,11 @@ def test_a_chain_ends_in_one_cluster_with_one_and_two_workers(tmp_path):
         results.append((sorted(d["id"] for d in kept), sorted((r["id"], r["cluster_id"], r["kept_id"]) for r in removed)))
     assert results[0] == results[1]
     kept, removed = results[0]
-    assert len(kept) == 1 and len(removed) == 2
-    assert {r[1] for r in removed} == {kept[0]}
+    signature_of = {d["id"]: sig[d["meta"]] for d in docs}
+    root = min(signature_of)   # the cluster's id: its smallest id, which stays
+    assert root in kept and {r[1] for r in removed} == {root}, "one cluster"
+    for doc_id, _, kept_id in removed:   # each removal is a near-duplicate of a document that stays
+        assert kept_id in kept and estimated_jaccard(signature_of[doc_id], signature_of[kept_id]) >= threshold
+    for a, b in itertools.combinations(kept, 2):   # and no two that stay are near-duplicates
+        assert estimated_jaccard(signature_of[a], signature_of[b]) < threshold
+    assert len(removed) >= 1
