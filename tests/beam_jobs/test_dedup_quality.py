@@ -134,7 +134,7 @@ def test_default_bands_find_pairs_at_the_threshold_with_probability_097():
 @pytest.mark.slow
 def test_recall_and_precision_on_planted_near_duplicates_of_real_code(tmp_path, stdlib_sources):
     docs = plant(stdlib_sources[:90])
-    truth, similarities = ground_truth_pairs(docs, DEFAULT_THRESHOLD)
+    truth, _ = ground_truth_pairs(docs, DEFAULT_THRESHOLD)
     assert len(truth) >= 50, "the planted set must contain many true pairs"
     write_docs(tmp_path / "in", docs)
 
