@@ -140,8 +140,9 @@ class VerifyBucket(beam.DoFn):
                 yield (ids[i], ids[root])
 
 
-def _member_signatures(keyed):
-    """(id, {root: [root], sig: [signature]}) -> (root, (id, signature)) for a cluster member."""
+def _to_cluster(keyed):
+    """(id, {root: [its cluster's root], sig: [signature]}) -> (root, (id, signature)) for
+    every document of a cluster, the root included."""
     doc_id, grouped = keyed
     for root in grouped["root"]:
         for signature in grouped["sig"]:
@@ -151,9 +152,9 @@ def _member_signatures(keyed):
 class VerifyAgainstKept(beam.DoFn):
     """One cluster -> its removals, each checked against a document that stays. Connected
     components join chains (a ~ b ~ c with a and c far apart), so the root alone cannot
-    stand for the cluster: members are taken in id order, the root first, and a member is
-    removed only if its estimated Jaccard with one of the documents kept so far reaches the
-    threshold (that one is its kept_id); otherwise it is kept too, counted as
+    stand for the cluster: members are taken in id order, the root (smallest id) first, and
+    a member is removed only if its estimated Jaccard with one of the documents kept so far
+    reaches the threshold (that one is its kept_id); otherwise it is kept too, counted as
     "chain_member_kept". No removal lacks a near-duplicate that stays, and no two documents
     that stay are near-duplicates by their signatures."""
 
@@ -161,17 +162,18 @@ class VerifyAgainstKept(beam.DoFn):
         self.threshold = threshold
 
     def process(self, keyed):
-        root, grouped = keyed
-        kept_ids, kept_signatures = [root], [next(iter(grouped["sig"]))]
-        for member, signature in sorted(grouped["members"], key=lambda m: m[0]):
-            similar = np.count_nonzero(np.stack(kept_signatures) == signature, axis=1) / len(signature) >= self.threshold
-            if similar.any():
-                kept_id = kept_ids[int(np.argmax(similar))]
+        root, members = keyed
+        kept_ids, kept_signatures = [], []
+        for member, signature in sorted(members, key=lambda m: m[0]):
+            kept_id = next((kept for kept, other in zip(kept_ids, kept_signatures)
+                            if np.count_nonzero(other == signature) / len(signature) >= self.threshold), None)
+            if kept_id is not None:
                 yield (member, ("near_duplicate", f"cluster of {root}, near {kept_id}", root, kept_id))
-            else:
+                continue
+            if kept_ids:
                 accounting.counter("chain_member_kept").inc()
-                kept_ids.append(member)
-                kept_signatures.append(signature)
+            kept_ids.append(member)
+            kept_signatures.append(signature)
 
 
 def _exact_decisions(keyed):
@@ -221,13 +223,11 @@ def build(pipeline, params: DedupParams):
     # 5. clusters
     roots = edges | "Clusters" >> ConnectedComponents(cc_rounds)
 
-    # 6. each member checked against its cluster's kept document (the root)
-    members = roots | "Members" >> beam.Filter(lambda node_root: node_root[0] != node_root[1])
-    near = ({"members": ({"root": members, "sig": signed.signatures}
-                         | "Join member signatures" >> beam.CoGroupByKey()
-                         | "Member signatures" >> beam.FlatMap(_member_signatures)),
-             "sig": signed.signatures}
-            | "Join kept signatures" >> beam.CoGroupByKey()
+    # 6. each cluster's members checked, in id order, against the documents it keeps
+    near = ({"root": roots, "sig": signed.signatures}
+            | "Join cluster signatures" >> beam.CoGroupByKey()
+            | "To clusters" >> beam.FlatMap(_to_cluster)
+            | "Group clusters" >> beam.GroupByKey()
             | "Verify against kept" >> beam.ParDo(VerifyAgainstKept(threshold)))
 
     # 7. decisions (id -> reason, detail, kept id), joined back onto the documents

@@ -11,8 +11,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def run_script(body: str) -> subprocess.CompletedProcess:
-    script = "import os, signal, sys\nfrom stages import termination\nfrom tests.stages.lost_signal import " \
-             "send_inside_gc_callback\ntermination.install()\n" + textwrap.dedent(body)
+    script = textwrap.dedent("""
+        import os, signal, sys
+        from stages import termination
+        from tests.stages.lost_signal import send_inside_gc_callback
+        termination.install()
+
+        def signal_self(signum):
+            os.kill(os.getpid(), signum)
+            sum(range(100))   # bytecodes after the kill: the handler runs here
+    """) + textwrap.dedent(body)
     return subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
                           capture_output=True, text=True, timeout=60)
 
@@ -35,8 +43,7 @@ def test_no_check_passes_without_a_request_and_ctrl_c_stays_keyboard_interrupt()
         termination.check()
         assert termination.requested() is None
         try:
-            os.kill(os.getpid(), signal.SIGINT)
-            sum(range(100))
+            signal_self(signal.SIGINT)
         except KeyboardInterrupt:
             print("KeyboardInterrupt", termination.requested() == signal.SIGINT, flush=True)
     """)
@@ -46,11 +53,9 @@ def test_no_check_passes_without_a_request_and_ctrl_c_stays_keyboard_interrupt()
 def test_a_second_signal_does_not_interrupt_the_unwinding():
     done = run_script("""
         try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            sum(range(100))
+            signal_self(signal.SIGTERM)
         except SystemExit:
-            os.kill(os.getpid(), signal.SIGTERM)   # e.g. Airflow's escalation, during the cleanup
-            sum(range(100))
+            signal_self(signal.SIGTERM)   # e.g. Airflow's escalation, during the cleanup
             print("cleanup finished", flush=True)
         sys.exit(termination.exit_code())
     """)
@@ -61,12 +66,10 @@ def test_a_second_signal_does_not_interrupt_the_unwinding():
 def test_a_second_ctrl_c_interrupts_the_cleanup():
     done = run_script("""
         try:
-            os.kill(os.getpid(), signal.SIGINT)
-            sum(range(100))
+            signal_self(signal.SIGINT)
         except KeyboardInterrupt:
             try:
-                os.kill(os.getpid(), signal.SIGINT)
-                sum(range(100))
+                signal_self(signal.SIGINT)
                 print("cleanup finished", flush=True)
             except KeyboardInterrupt:
                 print("cleanup interrupted", flush=True)
